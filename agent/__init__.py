@@ -1,0 +1,1 @@
+"""P-JEPA world model, heads, losses and the training agent."""
