@@ -1,0 +1,62 @@
+"""Environments: the counting task and (later) control suites, behind one ``make_env(cfg)``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from torchrl.envs import EnvBase
+
+# suite name -> "module:function(task_cfg, *, num_envs, seed, device) -> EnvBase", imported lazily
+SUITES: dict[str, str] = {
+    "counting": "envs.counting:build",
+}
+
+
+def _plain(cfg: Any) -> dict:
+    """A plain-dict copy of a DictConfig / mapping (never a view: make_env must not write into cfg)."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra-core
+        pass
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"expected a mapping config, got {type(cfg).__name__}")
+    return dict(cfg)
+
+
+def make_env(
+    cfg: Any,
+    *,
+    num_envs: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+) -> EnvBase:
+    """Build the environment a config describes.
+
+    Args:
+        cfg: the run config (``cfg.task`` with a ``suite`` key, plus optional ``seed``,
+            ``num_envs`` and ``device``), or a task config alone (a mapping with ``suite``).
+        num_envs, seed, device: override the config's values (e.g. for evaluation envs).
+
+    Returns:
+        a ready ``EnvBase`` whose specs describe its data; ``batch_size=(num_envs,)``.
+    """
+    root = _plain(cfg)
+    task = root["task"] if "task" in root else root
+    if not isinstance(task, Mapping) or "suite" not in task:
+        raise ValueError(f"task config must have a 'suite' key (one of {sorted(SUITES)}), got {task!r}")
+    suite = task["suite"]
+    if suite not in SUITES:
+        raise ValueError(f"unknown task suite {suite!r}; available suites: {sorted(SUITES)}")
+    module, fn = SUITES[suite].split(":")
+    build = getattr(importlib.import_module(module), fn)
+    num_envs = int(num_envs if num_envs is not None else root.get("num_envs", 1))
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    seed = seed if seed is not None else root.get("seed")
+    device = device if device is not None else root.get("device", "cpu")
+    return build(dict(task), num_envs=num_envs, seed=seed, device=device)
