@@ -1,0 +1,143 @@
+"""The P-JEPA training agent: world model + auxiliary task + decoder probe, optimisers, one update."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from agent.auxiliary import AuxTask
+from agent.losses import check_routing, pjepa_losses
+from agent.probe import DecoderProbe
+from agent.world_model import WorldModel
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN/inf; the update was not applied."""
+
+
+@dataclass
+class UpdateConfig:
+    """Plain values the update needs (resolved from the Hydra config before the hot loop).
+
+    Attributes:
+        routing: ``joint`` | ``separate`` | ``aux_only`` (see :mod:`agent.losses`).
+        detach_target: stop-gradient on the dynamics target ``E(o_{t+1})``.
+        rho: per-step decay of the dynamics loss.
+        loss_scales: weights of the named loss terms; ``aux`` is the paper's ``c_p``.
+        lr: Adam learning rate.
+        enc_lr_scale: encoder learning-rate multiplier (TD-MPC2 uses 0.3).
+        grad_clip: max global grad norm of the world model + aux head.
+        probe: train the decoder probe alongside.
+        probe_lr: the probe's learning rate.
+        probe_batch: samples of each batch the probe trains on (its decoder costs ~3x the encoder).
+    """
+
+    routing: str = "joint"
+    detach_target: bool = False
+    rho: float = 0.5
+    loss_scales: dict[str, float] = field(default_factory=lambda: {"dyn": 1.0, "aux": 1.0})
+    lr: float = 3e-4
+    enc_lr_scale: float = 1.0
+    grad_clip: float = 20.0
+    probe: bool = True
+    probe_lr: float = 3e-4
+    probe_batch: int = 64
+
+    def __post_init__(self) -> None:
+        check_routing(self.routing)
+        unknown = set(self.loss_scales) - {"dyn", "aux"}
+        if unknown or "dyn" not in self.loss_scales:
+            raise ValueError(f"loss_scales must have keys 'dyn' (and 'aux'), got {sorted(self.loss_scales)}")
+        if not 0 < self.rho <= 1:
+            raise ValueError(f"rho must be in (0, 1], got {self.rho}")
+        if self.lr <= 0 or self.grad_clip <= 0:
+            raise ValueError(f"lr and grad_clip must be positive, got {self.lr}, {self.grad_clip}")
+
+
+class PJEPAAgent(nn.Module):
+    """Owns the modules and optimisers; ``update`` does one gradient step on a time-major batch."""
+
+    def __init__(self, wm: WorldModel, aux: AuxTask, cfg: UpdateConfig) -> None:
+        super().__init__()
+        self.wm, self.aux, self.cfg = wm, aux, cfg
+        self.probe = DecoderProbe(wm.latent_dim) if cfg.probe and wm.kind == "pixels" else None
+        groups = [
+            {"params": list(wm.encoder.parameters()), "lr": cfg.lr * cfg.enc_lr_scale},
+            {"params": list(wm.dynamics.parameters())},
+        ]
+        trainable = [p for p in aux.parameters() if p.requires_grad]
+        if trainable:
+            groups.append({"params": trainable})
+        self.optim = torch.optim.Adam(groups, lr=cfg.lr)
+        self.probe_optim = torch.optim.Adam(self.probe.parameters(), lr=cfg.probe_lr) if self.probe else None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.wm.parameters()).device
+
+    def losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+        """Unweighted loss terms for a batch (see :func:`agent.losses.pjepa_losses`)."""
+        obs, actions = batch["obs"], batch["action"]
+        target = None
+        if self.aux.active:
+            flat = {k: batch[k].flatten(0, 1) for k in self.aux.data_keys}
+            target = self.aux.target(flat)
+            target = target.reshape(*obs.shape[:2], *target.shape[1:])
+        return pjepa_losses(
+            self.wm, self.aux, obs, actions, target,
+            routing=self.cfg.routing, rho=self.cfg.rho, detach_target=self.cfg.detach_target,
+        )  # fmt: skip
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One optimiser step.
+
+        Args:
+            batch: ``obs [H+1, B, ...]``, ``action [H, B, A]``, and the aux task's ``data_keys``
+                as ``[H+1, B, ...]``, all on the agent's device.
+        Returns:
+            detached metrics ``loss/<name>``, ``loss/total``, ``grad_norm`` (and ``loss/probe``).
+        Raises:
+            NonFiniteLossError: the total loss is NaN/inf; no parameter was changed.
+        """
+        self.train()
+        terms, z = self.losses(batch)
+        total = sum(self.cfg.loss_scales.get(k, 0.0) * v for k, v in terms.items())
+        if not torch.isfinite(total):
+            raise NonFiniteLossError(f"non-finite loss: { {k: float(v.detach()) for k, v in terms.items()} }")
+        self.optim.zero_grad(set_to_none=True)
+        total.backward()
+        params = [p for g in self.optim.param_groups for p in g["params"]]
+        grad_norm = nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.optim.step()
+        metrics = {f"loss/{k}": v.detach() for k, v in terms.items()}
+        metrics.update({"loss/total": total.detach(), "grad_norm": grad_norm.detach()})
+        if self.probe is not None:
+            n = self.cfg.probe_batch
+            probe_loss = self.probe.loss(z[0, :n], batch["obs"][0, :n])
+            self.probe_optim.zero_grad(set_to_none=True)
+            probe_loss.backward()
+            self.probe_optim.step()
+            metrics["loss/probe"] = probe_loss.detach()
+        return metrics
+
+    @torch.no_grad()
+    def encode(self, obs: Tensor) -> Tensor:
+        """Latents without augmentation: ``obs [N, *obs_shape] -> [N, D]``."""
+        was = self.training
+        self.eval()
+        z = self.wm.encode(obs.to(self.device))
+        self.train(was)
+        return z
+
+    def optim_state(self) -> dict:
+        state = {"optim": self.optim.state_dict()}
+        if self.probe_optim is not None:
+            state["probe_optim"] = self.probe_optim.state_dict()
+        return state
+
+    def load_optim_state(self, state: dict) -> None:
+        self.optim.load_state_dict(state["optim"])
+        if self.probe_optim is not None and "probe_optim" in state:
+            self.probe_optim.load_state_dict(state["probe_optim"])

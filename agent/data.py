@@ -1,0 +1,86 @@
+"""Data: the paper's repeated-random-action policy, a torchrl collector, and a slice replay buffer."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.collectors import Collector
+from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
+from torchrl.envs import EnvBase
+
+TRAJ_KEY = ("collector", "traj_ids")
+
+
+class RepeatedRandomPolicy(TensorDictModuleBase):
+    """Uniform random actions in the action bounds, each held for ``repeat`` steps.
+
+    A new action is drawn for env ``i`` whenever its ``step_count`` is a multiple of ``repeat``
+    (so at every reset). Seeded by its own generator.
+    """
+
+    in_keys = ["step_count"]
+    out_keys = ["action"]
+
+    def __init__(self, low: torch.Tensor, high: torch.Tensor, repeat: int = 4, seed: int = 0) -> None:
+        super().__init__()
+        if repeat < 1:
+            raise ValueError(f"action repeat must be >= 1, got {repeat}")
+        self.repeat = repeat
+        self.register_buffer("low", low.detach().clone().float())
+        self.register_buffer("high", high.detach().clone().float())
+        self.gen = torch.Generator().manual_seed(seed)
+        self.last: torch.Tensor | None = None
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        steps = tensordict.get("step_count")
+        shape = steps.shape[:-1] + self.low.shape[-1:]
+        fresh = torch.rand(shape, generator=self.gen) * (self.high - self.low).cpu() + self.low.cpu()
+        if self.last is None or self.last.shape != fresh.shape:
+            self.last = fresh
+        else:
+            redraw = (steps.cpu() % self.repeat) == 0
+            self.last = torch.where(redraw, fresh, self.last)
+        return tensordict.set("action", self.last.to(steps.device).clone())
+
+
+def make_collector(env: EnvBase, policy: TensorDictModuleBase, frames_per_batch: int) -> Collector:
+    """An endless synchronous collector yielding ``[num_envs, T]`` batches."""
+    n = env.batch_size.numel()
+    frames_per_batch = max(n, frames_per_batch // n * n)
+    return Collector(env, policy, frames_per_batch=frames_per_batch, total_frames=-1, trust_policy=True, auto_register_policy_transforms=False)
+
+
+def make_buffer(capacity: int, horizon: int, batch_size: int, device: str | torch.device = "cpu") -> TensorDictReplayBuffer:
+    """Replay buffer of transitions sampling ``batch_size`` sub-trajectories of ``horizon`` steps."""
+    sampler = SliceSampler(slice_len=horizon, traj_key=TRAJ_KEY, strict_length=True, cache_values=True)
+    return TensorDictReplayBuffer(
+        storage=LazyTensorStorage(capacity, device=device),
+        sampler=sampler,
+        batch_size=batch_size * horizon,
+    )
+
+
+def add_rollout(buffer: TensorDictReplayBuffer, data: TensorDictBase) -> int:
+    """Store a collector batch ``[num_envs, T]`` env-major, so each env's steps stay contiguous."""
+    flat = data.reshape(-1)
+    buffer.extend(flat)
+    return flat.numel()
+
+
+def to_time_major(sample: TensorDictBase, horizon: int, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """A flat slice sample ``[B*H]`` -> ``obs [H+1, B, ...]``, ``action [H, B, A]`` and per-obs keys.
+
+    ``obs`` is the slice's observations followed by the last step's next observation.
+    """
+    s = sample.reshape(-1, horizon)  # [B, H]
+
+    def seq(key: str) -> torch.Tensor:
+        return torch.cat([s[key][:, :1], s["next", key]], 1).transpose(0, 1).contiguous()
+
+    out = {"obs": seq("pixels") if "pixels" in s.keys() else seq("observation")}
+    out["action"] = s["action"].transpose(0, 1).contiguous()
+    for key in keys:
+        if key != "obs":
+            out[key] = seq(key)
+    return out

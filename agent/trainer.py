@@ -1,0 +1,180 @@
+"""The training loop: collect with the paper's random policy, update, log, checkpoint, analyse."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agent.agent import NonFiniteLossError, PJEPAAgent
+from agent.build import build_agent, signature, to_dict
+from agent.checkpoint import check_signature, load_checkpoint, save_checkpoint
+from agent.data import RepeatedRandomPolicy, add_rollout, make_buffer, make_collector, to_time_major
+from agent.logger import Logger
+from agent.monitor import analyse, monitoring_set
+from envs import make_env
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy's global generators (the env and policy have their own)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def obs_info(env) -> tuple[str, tuple[int, ...], int]:
+    """(observation key, one observation's shape, action size) from the env's specs."""
+    spec = env.observation_spec
+    key = "pixels" if "pixels" in spec.keys() else "observation"
+    if key not in spec.keys():
+        raise ValueError(f"env has neither 'pixels' nor 'observation' in its observation spec: {list(spec.keys())}")
+    lead = len(env.batch_size)
+    return key, tuple(spec[key].shape[lead:]), int(env.action_spec.shape[-1])
+
+
+class Trainer:
+    """Runs one training job in ``run_dir`` from a resolved run config.
+
+    Files: ``metrics.csv``, ``tb/``, ``checkpoints/{last,step_<n>}.pt``, ``analysis/step_<n>/`` and
+    the final ``analysis/`` (``metrics.json``, ``pca.png``, ``heatmap.png``, ``reconstructions.png``).
+    """
+
+    def __init__(self, cfg: Any, run_dir: str | Path) -> None:
+        self.cfg = to_dict(cfg)
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        c = self.cfg
+        self.device = torch.device(c["device"])
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device=cuda was asked for but torch.cuda.is_available() is False")
+        seed_everything(int(c["seed"]))
+        d = c["data"]
+        self.env = make_env(c, num_envs=int(d["num_envs"]), seed=int(c["seed"]), device="cpu")
+        self.obs_key, self.obs_shape, self.action_dim = obs_info(self.env)
+        self.agent: PJEPAAgent = build_agent(c, self.obs_shape, self.action_dim, self.device)
+        self.signature = signature(c, self.obs_shape, self.action_dim)
+        self.horizon = int(c["horizon"])
+        self.step = 0
+        resumed = self._maybe_resume()
+        spec = self.env.action_spec
+        policy = RepeatedRandomPolicy(spec.space.low, spec.space.high, int(d["action_repeat"]), seed=int(c["seed"]) + self.step)
+        self.collector = make_collector(self.env, policy, int(d["frames_per_collect"]))
+        self.buffer = make_buffer(int(d["buffer_size"]), self.horizon, int(c["batch_size"]))
+        self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume=resumed)
+        self.frames = 0
+        self._monitor: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._collect_iter = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self) -> dict:
+        return {
+            "step": self.step,
+            "agent": self.agent.state_dict(),
+            "optim": self.agent.optim_state(),
+            "signature": self.signature,
+            "config": self.cfg,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        }
+
+    def save(self) -> Path:
+        """Write ``last.pt`` (and ``step_<n>.pt``, keeping the newest ``checkpoint.keep``)."""
+        save_checkpoint(self.ckpt_dir / f"step_{self.step:07d}.pt", self._payload())
+        keep = int(self.cfg["checkpoint"]["keep"])
+        for old in sorted(self.ckpt_dir.glob("step_*.pt"))[:-keep]:
+            old.unlink()
+        return save_checkpoint(self.ckpt_dir / "last.pt", self._payload())
+
+    def _maybe_resume(self) -> bool:
+        last = self.ckpt_dir / "last.pt"
+        if not (self.cfg.get("resume", True) and last.exists()):
+            return False
+        data = load_checkpoint(last, map_location=self.device)
+        check_signature(data["signature"], self.signature, last)
+        self.agent.load_state_dict(data["agent"])
+        self.agent.load_optim_state(data["optim"])
+        self.step = int(data["step"])
+        torch.set_rng_state(data["rng"]["torch"])
+        np.random.set_state(data["rng"]["numpy"])
+        log.info("resumed from %s at step %d", last, self.step)
+        return True
+
+    # ------------------------------------------------------------------ data
+    def collect(self, frames: int) -> None:
+        """Run the collector until at least ``frames`` new transitions are stored."""
+        got = 0
+        if self._collect_iter is None:
+            self._collect_iter = iter(self.collector)
+        while got < frames:
+            got += add_rollout(self.buffer, next(self._collect_iter))
+        self.frames += got
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        keys = ("obs_reward", "count")
+        batch = to_time_major(self.buffer.sample(), self.horizon, keys)
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ analysis
+    def analyse(self, out_dir: Path) -> dict[str, float]:
+        """The representation analysis on the monitoring set (counting task only)."""
+        if self.cfg["task"]["suite"] != "counting":
+            return {}
+        a = self.cfg["analysis"]
+        if self._monitor is None:
+            self._monitor = monitoring_set(self.cfg["task"], int(a["num_obs"]), int(a["seed"]))
+        pixels, counts = self._monitor
+        probe = self.agent.probe
+        decode = None
+        if probe is not None:
+            decode = lambda z: probe(z.to(self.device))  # noqa: E731
+        title = f"{self.cfg['aux'].get('_target_', '').split('.')[-1]} / {self.cfg['routing']} / step {self.step}"
+        return analyse(self.agent.encode, pixels, counts, out_dir, decode, title)
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict[str, float]:
+        """Train to ``cfg.steps`` updates; returns the final analysis metrics."""
+        c, d = self.cfg, self.cfg["data"]
+        total, log_every = int(c["steps"]), int(c["log"]["every"])
+        ckpt_every, analysis_every = int(c["checkpoint"]["every"]), int(c["analysis"]["every"])
+        self.collect(int(d["seed_frames"]))
+        bar = tqdm(total=total, initial=self.step, disable=not c["log"]["progress"], dynamic_ncols=True, desc="train")
+        t0, steps0 = time.perf_counter(), self.step
+        try:
+            while self.step < total:
+                if self.step % int(d["collect_every"]) == 0:
+                    self.collect(int(d["frames_per_collect"]))
+                try:
+                    metrics = self.agent.update(self.sample())
+                except NonFiniteLossError as err:
+                    raise NonFiniteLossError(
+                        f"training stopped at step {self.step}: {err}. The last good checkpoint is kept at "
+                        f"{self.ckpt_dir / 'last.pt'}"
+                    ) from err
+                self.step += 1
+                bar.update(1)
+                if self.step % log_every == 0 or self.step == total:
+                    rate = (self.step - steps0) / (time.perf_counter() - t0)
+                    row = self.logger.log(self.step, {**metrics, "perf/updates_per_s": rate, "data/frames": self.frames})
+                    bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if k.startswith("loss/")})
+                if self.step % ckpt_every == 0 or self.step == total:
+                    self.save()
+                if analysis_every > 0 and self.step % analysis_every == 0 and self.step < total:
+                    self._log_repr(self.analyse(self.run_dir / "analysis" / f"step_{self.step:07d}"))
+            final = self.analyse(self.run_dir / "analysis")
+            self._log_repr(final)
+            return final
+        finally:
+            bar.close()
+            self.logger.close()
+            self.collector.shutdown()
+
+    def _log_repr(self, metrics: dict[str, float]) -> None:
+        if metrics and self.logger.tb is not None:
+            for k, v in metrics.items():
+                if v is not None:
+                    self.logger.tb.add_scalar(f"repr/{k}", v, self.step)

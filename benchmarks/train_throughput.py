@@ -1,0 +1,95 @@
+"""P-JEPA training throughput: updates/s per model preset, model maths alone and with the replay buffer.
+
+Baseline in the same run: the ``small`` preset (the CPU default). Also prints the replay-buffer
+sample time and peak memory.
+
+    python benchmarks/train_throughput.py [--presets tiny small 1m 5m] [--batch-size 256] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from agent.build import build_agent
+from agent.data import RepeatedRandomPolicy, add_rollout, make_buffer, make_collector, to_time_major
+from envs.counting import CountingEnv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(preset: str, batch: int, device: str):
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return compose("config", overrides=[f"model={preset}", f"batch_size={batch}", f"device={device}"])
+
+
+def filled_buffer(cfg, frames: int = 20_000):
+    env = CountingEnv(batch_size=(256,), seed=0)
+    policy = RepeatedRandomPolicy(env.action_spec.space.low, env.action_spec.space.high, 4, seed=0)
+    collector = make_collector(env, policy, 2048)
+    buffer = make_buffer(frames, int(cfg.horizon), int(cfg.batch_size))
+    it, got = iter(collector), 0
+    while got < frames:
+        got += add_rollout(buffer, next(it))
+    collector.shutdown()
+    return buffer
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, n: int, device: str) -> float:
+    """Seconds per call after two warm-up calls."""
+    fn(), fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small", "1m", "5m"])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    dev = args.device
+    name = torch.cuda.get_device_name() if dev.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__} on {name}; batch {args.batch_size}, horizon 1")
+    buffer = filled_buffer(config("small", args.batch_size, dev))
+    keys = ("obs_reward", "count")
+    sample_s = timed(lambda: to_time_major(buffer.sample(), 1, keys), args.iters, "cpu")
+    print(f"replay sample + time-major batch: {sample_s * 1e3:.1f} ms")
+    print(f"{'preset':>7} {'params':>9} {'updates/s (model)':>18} {'updates/s (with buffer)':>24} {'vs small':>9}")
+    rows = {}
+    for preset in args.presets:
+        cfg = config(preset, args.batch_size, dev)
+        torch.manual_seed(0)
+        agent = build_agent(cfg, (3, 64, 64), 1, dev)
+        batch = {k: v.to(dev) for k, v in to_time_major(buffer.sample(), 1, keys).items()}
+        model_s = timed(lambda: agent.update(batch), args.iters, dev)
+
+        def full() -> None:
+            agent.update({k: v.to(dev) for k, v in to_time_major(buffer.sample(), 1, keys).items()})
+
+        full_s = timed(full, args.iters, dev)
+        rows[preset] = 1 / full_s
+        params = sum(p.numel() for p in agent.parameters() if p.requires_grad)
+        rel = f"{rows[preset] / rows['small']:.2f}x" if "small" in rows else "-"
+        print(f"{preset:>7} {params:>9,} {1 / model_s:>18.2f} {1 / full_s:>24.2f} {rel:>9}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory: {peak:.0f} MiB" + (f"; peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if dev.startswith("cuda") else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Shared fixtures: a composed Hydra config with the tiny preset for fast runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "model=tiny",
+    "batch_size=16",
+    "steps=12",
+    "data.num_envs=8",
+    "data.seed_frames=400",
+    "data.frames_per_collect=64",
+    "data.collect_every=4",
+    "data.buffer_size=5000",
+    "probe.batch_size=8",
+    "analysis.every=6",
+    "analysis.num_obs=64",
+    "log.every=3",
+    "log.progress=false",
+    "log.tensorboard=false",
+    "checkpoint.every=6",
+]
+
+
+def compose_cfg(*overrides: str):
+    """The run config as ``train.py`` would see it, with the tiny preset and ``overrides``."""
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return compose("config", overrides=[*TINY, *overrides])
+
+
+@pytest.fixture
+def tiny_cfg():
+    return compose_cfg

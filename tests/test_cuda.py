@@ -1,0 +1,32 @@
+"""The same code on CUDA (skipped without a GPU): training runs there and its checkpoint loads on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agent.api import load
+from agent.monitor import monitoring_set
+from agent.trainer import Trainer
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.parametrize("aux", ["reward", "random"])
+def test_train_on_cuda_and_load_on_cpu(tiny_cfg, tmp_path, aux):
+    trainer = Trainer(tiny_cfg("device=cuda", f"aux={aux}"), tmp_path)
+    assert trainer.agent.device.type == "cuda"
+    metrics = trainer.run()
+    assert metrics["centroid_acc"] is not None
+    pixels, _ = monitoring_set(n=8)
+    on_gpu = load(tmp_path, device="cuda").encode(pixels)
+    on_cpu = load(tmp_path, device="cpu").encode(pixels)
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-3, atol=1e-4)
+
+
+def test_asking_for_cuda_without_it_fails_clearly(tiny_cfg, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(RuntimeError, match="device=cuda was asked for"):
+        Trainer(tiny_cfg("device=cuda"), tmp_path)

@@ -1,0 +1,140 @@
+"""Training end to end: the real CLI, determinism, resume, NaN stop, corrupt and mismatched checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from agent.agent import NonFiniteLossError
+from agent.api import load
+from agent.checkpoint import CheckpointError, load_checkpoint
+from agent.monitor import FIGURES, monitoring_set
+from agent.trainer import Trainer
+from tests.conftest import ROOT, TINY
+
+
+def run_cli(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_smoke_run_writes_everything(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli("task=counting", *TINY, "log.tensorboard=true", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert (run_dir / "metrics.csv").read_text().count("\n") == 1 + 12 // 3
+    assert list((run_dir / "tb").glob("events.*"))
+    metrics = json.loads((run_dir / "analysis" / "metrics.json").read_text())
+    for key in ("centroid_acc", "knn_acc", "linear_probe_acc", "silhouette", "mean_pairwise_dist", "effective_rank", "decoder_mse"):
+        assert key in metrics
+    for fig in FIGURES:
+        assert (run_dir / "analysis" / fig).stat().st_size > 1000
+    assert (run_dir / "analysis" / "step_0000006" / "metrics.json").is_file()  # periodic analysis
+    # the analysis CLI reproduces the final metrics from the checkpoint
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.analyze", f"run_dir={run_dir}", f"out={tmp_path / 'again'}", "num_obs=64"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert again == pytest.approx(metrics)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override, message",
+    [("aux=contrastive", "aux"), ("task=atari", "task"), ("routing=both", "unknown gradient routing 'both'")],
+)
+def test_cli_bad_names_fail_clearly(tmp_path, override, message):
+    proc = run_cli(*TINY, override, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+def test_same_seed_same_numbers(tiny_cfg, tmp_path):
+    a = Trainer(tiny_cfg("analysis.every=0"), tmp_path / "a").run()
+    b = Trainer(tiny_cfg("analysis.every=0"), tmp_path / "b").run()
+    assert (tmp_path / "a" / "metrics.csv").read_text().split("\n")[0] == (tmp_path / "b" / "metrics.csv").read_text().split("\n")[0]
+    rows = [np.genfromtxt(tmp_path / d / "metrics.csv", delimiter=",", skip_header=1) for d in "ab"]
+    header = (tmp_path / "a" / "metrics.csv").read_text().split("\n")[0].split(",")
+    keep = [i for i, k in enumerate(header) if k != "perf/updates_per_s"]
+    np.testing.assert_array_equal(rows[0][:, keep], rows[1][:, keep])
+    assert a == b
+    c = Trainer(tiny_cfg("analysis.every=0", "seed=2"), tmp_path / "c").run()
+    assert c != a
+
+
+def test_killed_run_resumes_from_last_checkpoint(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg("steps=6", "analysis.every=0"), tmp_path).run()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 6
+    trainer = Trainer(tiny_cfg("steps=12", "analysis.every=0"), tmp_path)
+    assert trainer.step == 6
+    trainer.run()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 12
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "metrics.csv").read_text().split("\n")[1:] if line]
+    assert steps == [3, 6, 9, 12]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_cfg("steps=12", "analysis.every=0"), tmp_path)
+    real = trainer.agent.losses
+
+    def poisoned(batch):
+        terms, z = real(batch)
+        if trainer.step >= 8:
+            terms["dyn"] = terms["dyn"] * float("nan")
+        return terms, z
+
+    monkeypatch.setattr(trainer.agent, "losses", poisoned)
+    with pytest.raises(NonFiniteLossError, match="training stopped at step 8.*last good checkpoint"):
+        trainer.run()
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 6
+    assert all(torch.isfinite(v).all() for v in ckpt["agent"].values() if v.is_floating_point())
+
+
+def test_corrupt_checkpoint_raises_clearly(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg("steps=6", "analysis.every=0"), tmp_path).run()
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a full disk
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load(tmp_path)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        Trainer(tiny_cfg("steps=12"), tmp_path)
+
+
+def test_checkpoint_from_other_config_names_the_difference(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg("steps=6", "analysis.every=0"), tmp_path).run()
+    with pytest.raises(CheckpointError, match="model.latent_dim: checkpoint has 16, config has 32"):
+        Trainer(tiny_cfg("steps=12", "model.latent_dim=32"), tmp_path)
+    with pytest.raises(CheckpointError, match="aux._target_"):
+        Trainer(tiny_cfg("steps=12", "aux=random"), tmp_path)
+
+
+def test_public_api_encodes_uint8_batches(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg("steps=6", "analysis.every=0"), tmp_path).run()
+    model = load(tmp_path)
+    pixels, counts = monitoring_set(n=10)
+    z = model.encode(pixels)
+    assert z.shape == (10, 16) and z.dtype == torch.float32
+    torch.testing.assert_close(model.encode(pixels), z)  # eval mode: no augmentation
+    assert model.decode(z).shape == (10, 3, 64, 64)
+    with pytest.raises(ValueError, match="uint8"):
+        model.encode(pixels.float())
+    with pytest.raises(ValueError, match=r"expected observations \[B, 3, 64, 64\]"):
+        model.encode(pixels[:, :, :32])
+
+
+def test_monitoring_set_is_fixed_and_labelled():
+    a, ca = monitoring_set(n=256)
+    b, cb = monitoring_set(n=256)
+    assert torch.equal(a, b) and torch.equal(ca, cb)
+    assert a.shape == (256, 3, 64, 64) and set(ca.tolist()) == set(range(9))

@@ -1,0 +1,37 @@
+"""Train a P-JEPA world model: ``python train.py task=counting [aux=random] [routing=aux_only] ...``.
+
+Everything lands in the Hydra run directory (printed at start): metrics.csv, tb/, checkpoints/,
+analysis/. Rerun with ``hydra.run.dir=<that directory>`` to resume a killed run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from agent.agent import NonFiniteLossError
+from agent.trainer import Trainer
+
+log = logging.getLogger("train")
+
+
+@hydra.main(config_path="configs", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict:
+    run_dir = HydraConfig.get().runtime.output_dir
+    log.info("run directory: %s", run_dir)
+    try:
+        metrics = Trainer(cfg, run_dir).run()
+    except NonFiniteLossError as err:
+        log.error("%s", err)
+        sys.exit(2)
+    log.info("final representation metrics: %s", json.dumps(metrics))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
