@@ -84,11 +84,12 @@ class Trainer:
 
     def save(self) -> Path:
         """Write ``last.pt`` (and ``step_<n>.pt``, keeping the newest ``checkpoint.keep``)."""
-        save_checkpoint(self.ckpt_dir / f"step_{self.step:07d}.pt", self._payload())
+        payload = self._payload()
+        save_checkpoint(self.ckpt_dir / f"step_{self.step:07d}.pt", payload)
         keep = int(self.cfg["checkpoint"]["keep"])
         for old in sorted(self.ckpt_dir.glob("step_*.pt"))[:-keep]:
             old.unlink()
-        return save_checkpoint(self.ckpt_dir / "last.pt", self._payload())
+        return save_checkpoint(self.ckpt_dir / "last.pt", payload)
 
     def _maybe_resume(self) -> bool:
         last = self.ckpt_dir / "last.pt"
