@@ -28,19 +28,21 @@ def two_hot(x: Tensor, num_bins: int, vmin: float, vmax: float) -> Tensor:
     Args:
         x: ``[..., 1]`` real values.
     Returns:
-        ``[..., num_bins]`` weights summing to 1 on the two bins around ``symlog(x)``.
+        ``[..., num_bins]`` weights summing to 1 on the two bins around ``symlog(x)``; all NaN
+        where ``x`` is NaN (so a loss built on it is NaN, not an indexing error).
     """
     if x.shape[-1] != 1:
         raise ValueError(f"two_hot expects a trailing dimension of size 1, got shape {tuple(x.shape)}")
     width = (vmax - vmin) / (num_bins - 1)
-    pos = (symlog(x).clamp(vmin, vmax) - vmin) / width
+    nan = torch.isnan(x)
+    pos = (symlog(x.nan_to_num(0.0)).clamp(vmin, vmax) - vmin) / width
     low = pos.floor().clamp(0, num_bins - 1)
     frac = pos - low
     high = (low + 1).clamp(max=num_bins - 1)
     out = torch.zeros(*x.shape[:-1], num_bins, device=x.device, dtype=x.dtype)
     out.scatter_add_(-1, low.long(), 1 - frac)
     out.scatter_add_(-1, high.long(), frac)
-    return out
+    return out.masked_fill(nan, float("nan"))
 
 
 def two_hot_inv(logits: Tensor, vmin: float, vmax: float) -> Tensor:

@@ -60,6 +60,7 @@ class Trainer:
         self.agent: PJEPAAgent = build_agent(c, self.obs_shape, self.action_dim, self.device)
         self.signature = signature(c, self.obs_shape, self.action_dim)
         self.horizon = int(c["horizon"])
+        self.data_keys = self._data_keys()
         self.step = 0
         resumed = self._maybe_resume()
         spec = self.env.action_spec
@@ -70,6 +71,20 @@ class Trainer:
         self.frames = 0
         self._monitor: tuple[torch.Tensor, torch.Tensor] | None = None
         self._collect_iter = None
+
+    def _data_keys(self) -> tuple[str, ...]:
+        """Per-observation keys the batch needs beyond ``obs``; checked against the env's specs."""
+        keys = [k for k in self.agent.aux.data_keys if k != "obs"]
+        missing = [k for k in keys if k not in self.env.observation_spec.keys()]
+        if missing:
+            raise ValueError(
+                f"aux target {self.agent.aux.name!r} needs {missing} from the env, which task "
+                f"{self.cfg['task']['name']!r} does not provide (the counting task gives 'obs_reward'); "
+                f"use aux=random or aux=none here"
+            )
+        if "count" in self.env.observation_spec.keys():
+            keys.append("count")
+        return tuple(keys)
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self) -> dict:
@@ -116,8 +131,7 @@ class Trainer:
         self.frames += got
 
     def sample(self) -> dict[str, torch.Tensor]:
-        keys = ("obs_reward", "count")
-        batch = to_time_major(self.buffer.sample(), self.horizon, keys)
+        batch = to_time_major(self.buffer.sample(), self.horizon, self.data_keys)
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     # ------------------------------------------------------------------ analysis

@@ -1,4 +1,4 @@
-"""Environments: the counting task and (later) control suites, behind one ``make_env(cfg)``."""
+"""Environments: the counting task and the control suites (DMC, gymnasium), behind one ``make_env(cfg)``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from torchrl.envs import EnvBase
 # suite name -> "module:function(task_cfg, *, num_envs, seed, device) -> EnvBase", imported lazily
 SUITES: dict[str, str] = {
     "counting": "envs.counting:build",
+    "dmc": "envs.dmc:build",
+    "gym": "envs.gym:build",
 }
 
 

@@ -39,6 +39,11 @@ def test_soft_ce_is_smallest_at_the_target():
     assert soft_ce(good, x, BINS, LO, HI).shape == (1, 1)
 
 
+def test_two_hot_of_nan_is_nan_not_an_index_error():
+    enc = two_hot(torch.tensor([[1.0], [float("nan")]]), BINS, LO, HI)
+    assert torch.isfinite(enc[0]).all() and torch.isnan(enc[1]).all()
+
+
 def test_two_hot_rejects_bad_shape():
     with pytest.raises(ValueError, match="trailing dimension"):
         two_hot(torch.zeros(3, 2), BINS, LO, HI)

@@ -1,0 +1,146 @@
+"""TD-MPC2's heads on top of the P-JEPA latent: Q ensemble, policy prior, and their maths.
+
+Reward and termination heads are plain :func:`agent.nets.mlp` stacks (built by the agent); this
+module holds what needs more than that: an ensemble evaluated as one batched op, the tanh-Gaussian
+prior, the TD target, Polyak averaging, the running Q scale and the episode-length discount.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from agent.nets import mlp
+
+
+class EnsembleLinear(nn.Module):
+    """``E`` independent linear layers applied in one batched matmul: ``[E, N, in] -> [E, N, out]``."""
+
+    def __init__(self, num: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default init, per member
+        self.weight = nn.Parameter(torch.empty(num, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over the last dim with a separate affine per ensemble member: ``[E, N, D]``."""
+
+    def __init__(self, num: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(num, 1, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
+
+
+class QEnsemble(nn.Module):
+    """``num_q`` Q-functions, each (Linear -> Dropout -> LN -> Mish) -> (Linear -> LN -> Mish) -> Linear.
+
+    ``x [..., in_dim]`` (latent and action concatenated) -> logits ``[num_q, ..., num_bins]``. The
+    last layer is zero-initialised and dropout acts on the first layer (TD-MPC2).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, num_q: int = 5, num_bins: int = 101, dropout: float = 0.01) -> None:
+        super().__init__()
+        if num_q < 2:
+            raise ValueError(f"the TD target takes the min of 2 Qs: num_q must be >= 2, got {num_q}")
+        self.num_q = num_q
+        self.l1, self.n1 = EnsembleLinear(num_q, in_dim, hidden), EnsembleLayerNorm(num_q, hidden)
+        self.l2, self.n2 = EnsembleLinear(num_q, hidden, hidden), EnsembleLayerNorm(num_q, hidden)
+        self.out = EnsembleLinear(num_q, hidden, num_bins)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        h = x.reshape(1, -1, x.shape[-1]).expand(self.num_q, -1, -1)
+        h = F.mish(self.n1(self.drop(self.l1(h))))
+        h = F.mish(self.n2(self.l2(h)))
+        return self.out(h).reshape(self.num_q, *lead, -1)
+
+    def member(self, i: int) -> nn.Sequential:
+        """Member ``i`` as a plain module stack (a copy; for checks and inspection)."""
+
+        def linear(layer: EnsembleLinear) -> nn.Linear:
+            lin = nn.Linear(layer.weight.shape[1], layer.weight.shape[2])
+            lin.weight.data.copy_(layer.weight[i].T)
+            lin.bias.data.copy_(layer.bias[i, 0])
+            return lin
+
+        def norm(layer: EnsembleLayerNorm) -> nn.LayerNorm:
+            ln = nn.LayerNorm(layer.weight.shape[-1])
+            ln.weight.data.copy_(layer.weight[i, 0])
+            ln.bias.data.copy_(layer.bias[i, 0])
+            return ln
+
+        return nn.Sequential(
+            linear(self.l1), nn.Dropout(self.drop.p), norm(self.n1), nn.Mish(),
+            linear(self.l2), norm(self.n2), nn.Mish(), linear(self.out),
+        )  # fmt: skip
+
+
+class TanhGaussianPolicy(nn.Module):
+    """Policy prior: ``z -> tanh(mean + std * eps)`` with ``log_std`` squashed into [min, max].
+
+    ``forward(z [..., D])`` returns ``(action [..., A], log_prob [..., 1], mean_action [..., A])``.
+    """
+
+    def __init__(self, latent_dim: int, hidden: int, action_dim: int, log_std_min: float = -10.0, log_std_max: float = 2.0) -> None:
+        super().__init__()
+        self.net = mlp(latent_dim, [hidden, hidden], 2 * action_dim)
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def forward(self, z: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        mean, raw = self.net(z).chunk(2, -1)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(raw) + 1)
+        eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        pre = mean + eps * log_std.exp()
+        gauss = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
+        action = torch.tanh(pre)
+        log_prob = gauss - torch.log(F.relu(1 - action.pow(2)) + 1e-6).sum(-1, keepdim=True)
+        return action, log_prob, torch.tanh(mean)
+
+
+def td_target(reward: Tensor, next_q: Tensor, terminated: Tensor, discount: float | Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """``r + discount * (1 - terminated) * min(Q_i, Q_j)`` over 2 random members of ``next_q [E, ..., 1]``."""
+    idx = torch.randperm(next_q.shape[0], generator=generator)[:2].to(next_q.device)
+    return reward + discount * (1 - terminated.to(reward.dtype)) * next_q[idx].min(0).values
+
+
+@torch.no_grad()
+def polyak(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """``target <- (1 - tau) * target + tau * online``, parameter by parameter."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.lerp_(o, tau)
+
+
+def discount_from_episode_length(length: int, lo: float = 0.95, hi: float = 0.995) -> float:
+    """TD-MPC2's heuristic: ``frac = length / 5``, ``gamma = (frac - 1) / frac`` clipped to [lo, hi]."""
+    frac = length / 5
+    return float(min(max((frac - 1) / frac, lo), hi))
+
+
+class RunningScale(nn.Module):
+    """Running 5-95 percentile range of Q values, to scale the policy loss (TD-MPC2)."""
+
+    def __init__(self, tau: float = 0.01) -> None:
+        super().__init__()
+        self.tau = tau
+        self.register_buffer("value", torch.ones(()))
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:
+        q = torch.quantile(x.detach().float().flatten(), torch.tensor([0.05, 0.95], device=x.device))
+        self.value.lerp_((q[1] - q[0]).to(self.value.dtype), self.tau)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x / self.value.clamp_min(1e-6)

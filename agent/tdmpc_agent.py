@@ -1,0 +1,124 @@
+"""The TD-MPC2-style agent on a P-JEPA world model: one update step and acting with MPPI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from agent.agent import NonFiniteLossError
+from agent.auxiliary import AuxTask
+from agent.heads import RunningScale, polyak
+from agent.losses import check_routing
+from agent.tdmpc import TDMPCModel
+from agent.tdmpc_losses import TERMS, policy_loss, world_model_losses
+from planner.mppi import MPPI, MPPIConfig
+
+
+@dataclass
+class TDMPCConfig:
+    """Plain values of the update (TD-MPC2 defaults; ``dyn`` is TD-MPC2's consistency weight).
+
+    Attributes:
+        loss_scales: weights of ``dyn``, ``aux`` (c_p), ``reward``, ``value``, ``termination``.
+        routing, detach_target, rho: the P-JEPA switches (see :mod:`agent.losses`).
+        discount: TD discount (see :func:`agent.heads.discount_from_episode_length`).
+        lr, enc_lr_scale, grad_clip: world-model optimiser.
+        pi_lr, entropy_coef: policy prior optimiser (Adam eps 1e-5) and entropy bonus.
+        tau: Polyak rate of the target Q ensemble.
+    """
+
+    loss_scales: dict[str, float] = field(
+        default_factory=lambda: {"dyn": 20.0, "aux": 1.0, "reward": 0.1, "value": 0.1, "termination": 1.0}
+    )
+    routing: str = "joint"
+    detach_target: bool = False
+    rho: float = 0.5
+    discount: float = 0.99
+    lr: float = 3e-4
+    enc_lr_scale: float = 0.3
+    grad_clip: float = 20.0
+    pi_lr: float = 3e-4
+    entropy_coef: float = 1e-4
+    tau: float = 0.01
+
+    def __post_init__(self) -> None:
+        check_routing(self.routing)
+        if set(self.loss_scales) != set(TERMS):
+            raise ValueError(f"loss_scales must have exactly the keys {TERMS}, got {sorted(self.loss_scales)}")
+        if not 0 < self.discount <= 1 or not 0 < self.tau <= 1:
+            raise ValueError(f"discount and tau must be in (0, 1], got {self.discount}, {self.tau}")
+
+
+class TDMPCAgent(nn.Module):
+    """Owns the model, the aux task, two optimisers, the Q scale and the planner."""
+
+    def __init__(self, model: TDMPCModel, aux: AuxTask, cfg: TDMPCConfig, planner: MPPIConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.model, self.aux, self.cfg = model, aux, cfg
+        self.scale = RunningScale(cfg.tau)
+        wm_params = [
+            {"params": list(model.wm.encoder.parameters()), "lr": cfg.lr * cfg.enc_lr_scale},
+            {"params": list(model.wm.dynamics.parameters()) + list(model.reward_head.parameters()) + list(model.qs.parameters())},
+        ]
+        if model.termination_head is not None:
+            wm_params.append({"params": list(model.termination_head.parameters())})
+        aux_params = [p for p in aux.parameters() if p.requires_grad]
+        if aux_params:
+            wm_params.append({"params": aux_params})
+        self.optim = torch.optim.Adam(wm_params, lr=cfg.lr)
+        self.pi_optim = torch.optim.Adam(model.policy.parameters(), lr=cfg.pi_lr, eps=1e-5)
+        self.planner = MPPI(model, planner, seed=seed)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One step on ``obs [H+1, B, ...]``, ``action``/``reward``/``terminated`` ``[H, B, .]`` (+ aux keys).
+
+        Returns detached metrics ``loss/<term>``, ``loss/total``, ``loss/pi``, ``grad_norm``.
+        Raises :class:`NonFiniteLossError` before any parameter changes when a loss is NaN/inf.
+        """
+        self.train()
+        c = self.cfg
+        target = None
+        if self.aux.active:
+            flat = {k: batch[k].flatten(0, 1) for k in self.aux.data_keys}
+            target = self.aux.target(flat)
+            target = target.reshape(*batch["obs"].shape[:2], *target.shape[1:])
+        terms = world_model_losses(
+            self.model, self.aux, batch, target,
+            routing=c.routing, rho=c.rho, detach_target=c.detach_target, discount=c.discount,
+        )  # fmt: skip
+        total = sum(c.loss_scales[k] * v for k, v in terms.items())
+        if not torch.isfinite(total):
+            raise NonFiniteLossError(f"non-finite loss: { {k: float(v.detach()) for k, v in terms.items()} }")
+        self.optim.zero_grad(set_to_none=True)
+        total.backward()
+        params = [p for g in self.optim.param_groups for p in g["params"]]
+        grad_norm = nn.utils.clip_grad_norm_(params, c.grad_clip)
+        self.optim.step()
+        with torch.no_grad():
+            z = self.model.encode(batch["obs"])
+        pi_loss = policy_loss(self.model, z, self.scale, c.entropy_coef, c.rho)
+        self.pi_optim.zero_grad(set_to_none=True)
+        pi_loss.backward()
+        nn.utils.clip_grad_norm_(self.model.policy.parameters(), c.grad_clip)
+        self.pi_optim.step()
+        self.model.qs.zero_grad(set_to_none=True)  # the policy loss must not leak into the next Q step
+        polyak(self.model.target_qs, self.model.qs, c.tau)
+        metrics = {f"loss/{k}": v.detach() for k, v in terms.items()}
+        metrics.update({"loss/total": total.detach(), "loss/pi": pi_loss.detach(), "grad_norm": grad_norm.detach()})
+        return metrics
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, eval_mode: bool = False, use_planner: bool = True) -> Tensor:
+        """Actions ``[N, A]`` for observations ``[N, *obs_shape]``: MPPI, or the policy prior alone."""
+        self.eval()
+        z = self.model.encode(obs.to(self.device))
+        if use_planner:
+            return self.planner.plan(z, eval_mode=eval_mode)
+        action, _, mean = self.model.policy(z)
+        return mean if eval_mode else action

@@ -1,0 +1,64 @@
+"""TD-MPC2's losses on top of the P-JEPA loss, as pure functions of a time-major batch."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from agent.auxiliary import AuxTask
+from agent.heads import RunningScale, td_target
+from agent.losses import pjepa_losses
+from agent.math import soft_ce
+from agent.tdmpc import TDMPCModel
+
+TERMS = ("dyn", "aux", "reward", "value", "termination")
+
+
+def world_model_losses(
+    model: TDMPCModel,
+    aux: AuxTask,
+    batch: dict[str, Tensor],
+    aux_target: Tensor | None,
+    *,
+    routing: str,
+    rho: float,
+    detach_target: bool,
+    discount: float,
+) -> dict[str, Tensor]:
+    """P-JEPA terms (``dyn``, ``aux``) plus ``reward``, ``value`` and ``termination``.
+
+    Args:
+        batch: ``obs [H+1, B, ...]``, ``action [H, B, A]``, ``reward [H, B, 1]``,
+            ``terminated [H, B, 1]``.
+    Returns:
+        unweighted scalar terms; reward/value are ``rho^t``-weighted means over the horizon.
+    """
+    obs, actions = batch["obs"], batch["action"]
+    horizon = actions.shape[0]
+    terms, z = pjepa_losses(model.wm, aux, obs, actions, aux_target, routing=routing, rho=rho, detach_target=detach_target)
+    with torch.no_grad():  # TD targets from the Polyak Q ensemble at the next observation
+        next_z = z[1:].detach()
+        next_q = model.q_values(next_z, model.pi(next_z), target=True)  # [E, H, B, 1]
+        target = td_target(batch["reward"], next_q, batch["terminated"], discount)
+    zs = [z[0]]  # imagined latents for the reward, value and termination heads, as TD-MPC2
+    for t in range(horizon):
+        zs.append(model.next(zs[-1], actions[t]))
+    zs_t = torch.stack(zs)  # [H+1, B, D]
+    weights = torch.tensor([rho**t for t in range(horizon)], device=z.device, dtype=z.dtype)[:, None]
+    bins = (model.num_bins, model.vmin, model.vmax)
+    r_ce = soft_ce(model.reward_logits(zs_t[:-1], actions), batch["reward"], *bins)  # [H, B, 1]
+    q_ce = soft_ce(model.q_logits(zs_t[:-1], actions), target.expand(model.qs.num_q, *target.shape), *bins)
+    terms["reward"] = (weights * r_ce.squeeze(-1)).mean(-1).sum() / horizon
+    terms["value"] = (weights * q_ce.squeeze(-1).mean(0)).mean(-1).sum() / horizon
+    terms["termination"] = model.bce_termination(zs_t[1:], batch["terminated"])
+    return terms
+
+
+def policy_loss(model: TDMPCModel, z: Tensor, scale: RunningScale, entropy_coef: float, rho: float) -> Tensor:
+    """TD-MPC2's prior loss on detached latents ``z [H, B, D]``: ``-(Q/scale + entropy_coef * H)``."""
+    z = z.detach()
+    action, log_prob, _ = model.policy(z)
+    q = model.q_values(z, action).mean(0)  # [H, B, 1]
+    scale.update(q[0])
+    weights = torch.tensor([rho**t for t in range(z.shape[0])], device=z.device, dtype=z.dtype)[:, None, None]
+    return -(weights * (scale(q) - entropy_coef * log_prob)).mean(dim=(1, 2)).mean()

@@ -1,0 +1,72 @@
+"""Shared torchrl transforms for the control suites: one observation vector or stacked uint8 frames.
+
+Every control env leaves here with: ``observation`` float32 ``[D]`` (state tasks) or ``pixels``
+uint8 ``[3 * frame_stack, H, W]`` (pixel tasks), actions in [-1, 1] (``ActionScaling``),
+``step_count`` and truncation after ``episode_length / action_repeat`` steps (``StepCounter``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torchrl.envs import (
+    ActionScaling,
+    CatFrames,
+    CatTensors,
+    DoubleToFloat,
+    EnvBase,
+    PermuteTransform,
+    SerialEnv,
+    StepCounter,
+    TransformedEnv,
+)
+
+OBS_TYPES = ("state", "pixels")
+
+
+def check_obs_type(obs_type: str) -> str:
+    if obs_type not in OBS_TYPES:
+        raise ValueError(f"unknown obs_type {obs_type!r}; expected one of {OBS_TYPES}")
+    return obs_type
+
+
+def standardise(
+    base: EnvBase,
+    *,
+    obs_type: str,
+    max_steps: int,
+    frame_stack: int = 3,
+) -> TransformedEnv:
+    """Wrap a single torchrl env with the project's observation/action conventions."""
+    env = TransformedEnv(base)
+    spec_keys = [k for k in base.observation_spec.keys() if k != "pixels"]
+    if obs_type == "state":
+        if spec_keys != ["observation"]:
+            env.append_transform(CatTensors(in_keys=spec_keys, out_key="observation", del_keys=True))
+    else:
+        if spec_keys:
+            env.append_transform(_Exclude(spec_keys))
+        env.append_transform(PermuteTransform((-1, -3, -2), in_keys=["pixels"]))  # HWC -> CHW
+        env.append_transform(CatFrames(N=frame_stack, dim=-3, in_keys=["pixels"]))
+    env.append_transform(DoubleToFloat())
+    env.append_transform(ActionScaling())
+    env.append_transform(StepCounter(max_steps=max_steps))
+    return env
+
+
+def _Exclude(keys: list[str]):  # noqa: N802 - reads like the transform it returns
+    from torchrl.envs import ExcludeTransform
+
+    return ExcludeTransform(*keys)
+
+
+def batch(make_one: Callable[[int], EnvBase], num_envs: int, seed: int | None, device: str | torch.device) -> EnvBase:
+    """``num_envs`` copies in a torchrl ``SerialEnv`` (one env is returned as is), seeded ``seed + i``."""
+    if num_envs == 1:
+        env = make_one(0)
+    else:
+        env = SerialEnv(num_envs, lambda: make_one(0))
+    if seed is not None:
+        env.set_seed(int(seed))
+    return env.to(device)

@@ -1,0 +1,49 @@
+"""DeepMind Control Suite tasks through torchrl's ``DMControlEnv`` (``task=dmc/<domain>-<task>``)."""
+
+from __future__ import annotations
+
+import os
+
+from torchrl.envs import EnvBase
+
+from envs.control import batch, check_obs_type, standardise
+
+TASK_KEYS = ("suite", "name", "obs_type", "action_repeat", "episode_length", "frame_stack", "image_size")
+
+
+def _split(name: str) -> tuple[str, str]:
+    domain, sep, task = name.partition("-")
+    if not sep:
+        raise ValueError(f"DMC task names are '<domain>-<task>' (e.g. 'cartpole-swingup'), got {name!r}")
+    return domain, task.replace("-", "_")
+
+
+def build(task: dict, *, num_envs: int, seed: int | None, device: str) -> EnvBase:
+    """``make_env`` entry for the dmc suite."""
+    unknown = sorted(set(task) - set(TASK_KEYS))
+    if unknown:
+        raise ValueError(f"unknown dmc task option(s) {unknown}; expected keys among {list(TASK_KEYS)}")
+    try:
+        from dm_control import suite
+        from torchrl.envs import DMControlWrapper
+    except ImportError as err:
+        raise ImportError(f"DMC tasks need dm_control: pip install -e '.[dmc]' ({err})") from err
+    domain, name = _split(str(task["name"]))
+    if (domain, name) not in suite.ALL_TASKS:
+        available = sorted(f"{d}-{t.replace('_', '-')}" for d, t in suite.ALL_TASKS)
+        raise ValueError(f"unknown DMC task {task['name']!r}; available: {', '.join(available)}")
+    obs_type = check_obs_type(task.get("obs_type", "state"))
+    repeat = int(task.get("action_repeat", 2))
+    length = int(task.get("episode_length", 1000))
+    size = int(task.get("image_size", 64))
+    if obs_type == "pixels" and os.environ.get("MUJOCO_GL") not in ("egl", "osmesa", "glfw"):
+        raise RuntimeError("DMC pixel tasks render headless: set MUJOCO_GL=egl (or MUJOCO_GL=osmesa without a GPU driver)")
+
+    def make_one(_: int) -> EnvBase:
+        kwargs: dict = {"frame_skip": repeat}
+        if obs_type == "pixels":  # the wrapper (not DMControlEnv) forwards render_kwargs to the renderer
+            kwargs.update(from_pixels=True, pixels_only=True, render_kwargs={"height": size, "width": size, "camera_id": 0})
+        base = DMControlWrapper(suite.load(domain, name), **kwargs)
+        return standardise(base, obs_type=obs_type, max_steps=length // repeat, frame_stack=int(task.get("frame_stack", 3)))
+
+    return batch(make_one, num_envs, seed, device)

@@ -1,0 +1,33 @@
+"""Gymnasium tasks through torchrl's ``GymEnv`` (``task=gym/<id>``, e.g. ``gym/Pendulum-v1``)."""
+
+from __future__ import annotations
+
+from torchrl.envs import EnvBase
+
+from envs.control import batch, standardise
+
+TASK_KEYS = ("suite", "name", "obs_type", "action_repeat", "episode_length")
+
+
+def build(task: dict, *, num_envs: int, seed: int | None, device: str) -> EnvBase:
+    """``make_env`` entry for the gym suite (state observations)."""
+    unknown = sorted(set(task) - set(TASK_KEYS))
+    if unknown:
+        raise ValueError(f"unknown gym task option(s) {unknown}; expected keys among {list(TASK_KEYS)}")
+    if task.get("obs_type", "state") != "state":
+        raise ValueError("gym tasks here are state-only (obs_type=state)")
+    try:
+        import gymnasium
+        from torchrl.envs import GymEnv
+    except ImportError as err:
+        raise ImportError(f"gym tasks need gymnasium: pip install -e '.[gym]' ({err})") from err
+    name = str(task["name"])
+    if name not in gymnasium.registry:
+        raise ValueError(f"unknown gym task {name!r}; e.g. {sorted(k for k in gymnasium.registry if 'v' in k)[:12]}")
+    repeat = int(task.get("action_repeat", 1))
+    length = int(task.get("episode_length", gymnasium.spec(name).max_episode_steps or 1000))
+
+    def make_one(_: int) -> EnvBase:
+        return standardise(GymEnv(name, frame_skip=repeat), obs_type="state", max_steps=length // repeat)
+
+    return batch(make_one, num_envs, seed, device)

@@ -1,0 +1,95 @@
+"""Control suites through torchrl wrappers: specs, seeding, pixels, action scaling, bad names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchrl.envs.utils import check_env_specs
+
+from envs import make_env
+from tests.conftest import compose_cfg
+
+
+def dmc(name: str, **kw) -> dict:
+    return {"suite": "dmc", "name": name, **kw}
+
+
+@pytest.mark.parametrize("name", ["cartpole-swingup", "reacher-easy", "walker-walk", "pendulum-swingup"])
+def test_dmc_state_tasks(name):
+    env = make_env({"task": dmc(name, episode_length=20), "seed": 0})
+    check_env_specs(env)
+    td = env.rollout(20)
+    assert td["observation"].dtype == torch.float32 and td["observation"].dim() == 2
+    assert td["next", "truncated"][-1].item() and td.shape == (10,)  # 20 env steps / action repeat 2
+    assert env.action_spec.space.low.min() == -1 and env.action_spec.space.high.max() == 1
+
+
+def test_dmc_seeding():
+    def obs(seed):
+        torch.manual_seed(0)
+        return make_env({"task": dmc("reacher-easy"), "seed": seed}).rollout(3)["observation"]
+
+    assert torch.equal(obs(1), obs(1)) and not torch.equal(obs(1), obs(2))
+
+
+def test_dmc_pixels_frame_stack(monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    env = make_env({"task": dmc("cartpole-swingup", obs_type="pixels", episode_length=10), "seed": 0})
+    check_env_specs(env)
+    td = env.rollout(4)
+    assert td["pixels"].shape == (4, 9, 64, 64) and td["pixels"].dtype == torch.uint8
+    assert td["pixels"].float().std() > 1  # something was drawn
+    torch.testing.assert_close(td["next", "pixels"][0, 6:], td["pixels"][1, 6:])  # newest frame last
+
+
+def test_pixels_without_gl_backend_says_what_to_set(monkeypatch):
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    with pytest.raises(RuntimeError, match="MUJOCO_GL=egl"):
+        make_env({"task": dmc("cartpole-swingup", obs_type="pixels")})
+
+
+def test_gym_pendulum_actions_are_rescaled():
+    env = make_env({"task": {"suite": "gym", "name": "Pendulum-v1", "episode_length": 8}, "seed": 0})
+    check_env_specs(env)
+    assert env.base_env.action_spec.space.high.item() == 2.0  # native range [-2, 2] ...
+    assert env.action_spec.space.high.item() == 1.0  # ... seen as [-1, 1]
+    td = env.rollout(8)
+    assert td.shape == (8,) and td["next", "truncated"][-1].item()
+
+
+def test_batched_control_env():
+    env = make_env({"task": dmc("cartpole-swingup"), "seed": 0, "num_envs": 2})
+    check_env_specs(env)
+    assert env.rollout(3)["observation"].shape == (2, 3, 5)
+
+
+@pytest.mark.parametrize(
+    "task, match",
+    [
+        (dmc("cartpole-flip"), "unknown DMC task 'cartpole-flip'; available: .*cartpole-swingup"),
+        (dmc("cartpole"), "'<domain>-<task>'"),
+        (dmc("cartpole-swingup", obs_type="depth"), "unknown obs_type"),
+        ({"suite": "gym", "name": "NoSuchEnv-v0"}, "unknown gym task"),
+    ],
+)
+def test_bad_control_tasks(task, match):
+    with pytest.raises(ValueError, match=match):
+        make_env({"task": task})
+
+
+def test_hydra_task_configs_compose():
+    cfg = compose_cfg("task=dmc/reacher-easy")
+    assert cfg.task.suite == "dmc" and cfg.task.name == "reacher-easy"
+    assert compose_cfg("task=gym/Pendulum-v1").task.name == "Pendulum-v1"
+
+
+def test_pjepa_trains_on_a_state_control_task(tmp_path):
+    from agent.trainer import Trainer
+
+    cfg = compose_cfg("task=dmc/cartpole-swingup", "aux=random", "data.num_envs=2", "steps=6", "analysis.every=0")
+    trainer = Trainer(cfg, tmp_path)
+    assert trainer.agent.wm.kind == "state"
+    assert trainer.run() == {}  # the count analysis is for the counting task only
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    with pytest.raises(ValueError, match="needs \\['obs_reward'\\] from the env"):
+        Trainer(compose_cfg("task=dmc/cartpole-swingup", "aux=reward", "data.num_envs=2"), tmp_path / "b")

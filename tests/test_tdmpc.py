@@ -1,0 +1,100 @@
+"""The TD-MPC2 agent on P-JEPA: planner protocol, losses, one update, targets, acting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agent.auxiliary import NoAux, RandomNetAux, RewardAux
+from agent.tdmpc import TDMPCModel
+from agent.tdmpc_agent import TDMPCAgent, TDMPCConfig
+from agent.world_model import WorldModel
+from planner.mppi import MPPIConfig
+
+H, B, OBS, A = 3, 16, (5,), 2
+PLAN = MPPIConfig(horizon=2, iterations=2, num_samples=32, num_elites=4, num_pi_trajs=4)
+
+
+def make_agent(aux_name: str = "none", episodic: bool = True, routing: str = "joint") -> TDMPCAgent:
+    torch.manual_seed(0)
+    wm = WorldModel(OBS, A, latent_dim=16, enc_dim=32, mlp_dim=32)
+    model = TDMPCModel(wm, mlp_dim=32, num_q=3, num_bins=21, episodic=episodic)
+    aux = {"none": NoAux, "random": RandomNetAux, "reward": RewardAux}[aux_name](16, OBS)
+    return TDMPCAgent(model, aux, TDMPCConfig(routing=routing), PLAN)
+
+
+def batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(H + 1, B, *OBS, generator=g)
+    return {
+        "obs": obs,
+        "action": torch.rand(H, B, A, generator=g) * 2 - 1,
+        "reward": obs[1:, :, :1].tanh(),
+        "terminated": (torch.rand(H, B, 1, generator=g) > 0.9).float(),
+        "obs_reward": obs[:, :, :1].tanh(),
+    }
+
+
+def test_model_speaks_the_planner_protocol():
+    agent = make_agent()
+    z = agent.model.encode(torch.randn(4, *OBS))
+    a = torch.rand(4, A) * 2 - 1
+    m = agent.model
+    assert m.next(z, a).shape == (4, 16) and m.reward(z, a).shape == (4, 1) and m.Q(z, a).shape == (4, 1)
+    assert m.pi(z).shape == (4, A) and m.termination(z).shape == (4, 1)
+    assert m.q_values(z, a).shape == (3, 4, 1)
+    assert agent.act(torch.randn(4, *OBS), eval_mode=True).shape == (4, A)
+    assert agent.act(torch.randn(4, *OBS), eval_mode=True, use_planner=False).shape == (4, A)
+
+
+def test_not_episodic_means_never_terminal():
+    m = make_agent(episodic=False).model
+    z = torch.randn(5, 16)
+    assert torch.equal(m.termination(z), torch.zeros(5, 1))
+
+
+@pytest.mark.parametrize("aux", ["none", "random", "reward"])
+def test_update_lowers_every_loss_on_a_fixed_batch(aux):
+    agent = make_agent(aux)
+    data = batch()
+    first = agent.update(data)
+    assert set(first) >= {"loss/dyn", "loss/reward", "loss/value", "loss/termination", "loss/total", "loss/pi", "grad_norm"}
+    for _ in range(60):
+        last = agent.update(data)
+    for key in ("loss/reward", "loss/termination", "loss/total"):
+        assert last[key] < first[key], f"{key}: {float(first[key]):.4g} -> {float(last[key]):.4g}"
+
+
+def test_target_q_follows_by_polyak_and_policy_step_leaves_world_model_alone():
+    agent = make_agent()
+    target0 = [p.clone() for p in agent.model.target_qs.parameters()]
+    agent.update(batch())
+    online = list(agent.model.qs.parameters())
+    for t0, t1, o in zip(target0, agent.model.target_qs.parameters(), online):
+        torch.testing.assert_close(t1, 0.99 * t0 + 0.01 * o)
+    # a policy-only step: freeze everything else and check nothing else moved
+    wm_before = [p.clone() for p in agent.model.wm.parameters()]
+    from agent.tdmpc_losses import policy_loss
+
+    z = agent.model.encode(batch()["obs"]).detach()
+    loss = policy_loss(agent.model, z, agent.scale, 1e-4, 0.5)
+    agent.pi_optim.zero_grad()
+    loss.backward()
+    agent.pi_optim.step()
+    for a, b in zip(wm_before, agent.model.wm.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_nan_loss_is_refused_before_the_step():
+    agent = make_agent()
+    data = batch()
+    data["reward"] = data["reward"] * float("nan")
+    before = [p.clone() for p in agent.parameters()]
+    with pytest.raises(Exception, match="non-finite loss"):
+        agent.update(data)
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.parameters()))
+
+
+def test_bad_loss_scales_raise():
+    with pytest.raises(ValueError, match="loss_scales must have exactly the keys"):
+        TDMPCConfig(loss_scales={"dyn": 1.0})
