@@ -1,4 +1,5 @@
-"""Train a P-JEPA world model: ``python train.py task=counting [aux=random] [routing=aux_only] ...``.
+"""Train: ``python train.py task=counting [aux=random] [routing=aux_only] ...`` (P-JEPA representation
+job) or ``python train.py agent=tdmpc2 task=gym/Pendulum-v1 aux=none`` (online TD-MPC2 with MPPI).
 
 Everything lands in the Hydra run directory (printed at start): metrics.csv, tb/, checkpoints/,
 analysis/. Rerun with ``hydra.run.dir=<that directory>`` to resume a killed run.
@@ -15,7 +16,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from agent.agent import NonFiniteLossError
+from agent.online import OnlineTrainer
 from agent.trainer import Trainer
+
+TRAINERS = {"pjepa": Trainer, "tdmpc2": OnlineTrainer}
 
 log = logging.getLogger("train")
 
@@ -24,12 +28,15 @@ log = logging.getLogger("train")
 def main(cfg: DictConfig) -> dict:
     run_dir = HydraConfig.get().runtime.output_dir
     log.info("run directory: %s", run_dir)
+    name = cfg.agent.name
+    if name not in TRAINERS:
+        raise ValueError(f"unknown agent {name!r}; expected one of {sorted(TRAINERS)}")
     try:
-        metrics = Trainer(cfg, run_dir).run()
+        metrics = TRAINERS[name](cfg, run_dir).run()
     except NonFiniteLossError as err:
         log.error("%s", err)
         sys.exit(2)
-    log.info("final representation metrics: %s", json.dumps(metrics))
+    log.info("final metrics: %s", json.dumps(metrics))
     return metrics
 
 

@@ -1,0 +1,168 @@
+"""Online TD-MPC2-style training on a P-JEPA world model: act, store, update, evaluate, checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tensordict import TensorDict
+from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
+from tqdm import tqdm
+
+from agent.build import build_aux, to_dict
+from agent.checkpoint import load_checkpoint, save_checkpoint
+from agent.checkpoint import CheckpointError
+from agent.evaluate import _batched, evaluate
+from agent.heads import discount_from_episode_length
+from agent.logger import Logger
+from agent.tdmpc import TDMPCModel
+from agent.tdmpc_agent import TDMPCAgent, TDMPCConfig
+from agent.trainer import obs_info, seed_everything
+from agent.world_model import WorldModel
+from envs import make_env
+from planner.mppi import MPPIConfig
+
+log = logging.getLogger(__name__)
+
+
+def episode_length(task: dict) -> int:
+    """Agent steps per episode of a task config."""
+    if task["suite"] == "counting":
+        return int(task.get("max_steps", 4))
+    return int(task.get("episode_length", 1000)) // int(task.get("action_repeat", 1))
+
+
+def build_tdmpc_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, device: str | torch.device = "cpu") -> TDMPCAgent:
+    """The TD-MPC2 agent a run config describes (``cfg.agent`` holds the TD-MPC2 settings)."""
+    c = to_dict(cfg)
+    a, m = c["agent"], {k: v for k, v in c["model"].items() if k != "name"}
+    wm = WorldModel(obs_shape=obs_shape, action_dim=action_dim, **m)
+    model = TDMPCModel(
+        wm, mlp_dim=m["mlp_dim"], num_q=a["num_q"], num_bins=a["num_bins"], vmin=a["vmin"], vmax=a["vmax"],
+        dropout=a["dropout"], episodic=c["task"]["suite"] == "counting",
+    )  # fmt: skip
+    aux = build_aux(c["aux"], wm.latent_dim, wm.obs_shape)
+    update = TDMPCConfig(
+        loss_scales={k: float(v) for k, v in a["loss_scales"].items()},
+        routing=c["routing"], detach_target=bool(c["detach_target"]), rho=float(c["rho"]),
+        discount=discount_from_episode_length(episode_length(c["task"])),
+        lr=float(c["optim"]["lr"]), enc_lr_scale=float(a["enc_lr_scale"]), grad_clip=float(c["optim"]["grad_clip"]),
+        pi_lr=float(a["pi_lr"]), entropy_coef=float(a["entropy_coef"]), tau=float(a["tau"]),
+    )  # fmt: skip
+    planner = MPPIConfig(horizon=int(a["horizon"]), gamma=update.discount, **a["planner"])
+    return TDMPCAgent(model, aux, update, planner, seed=int(c["seed"])).to(device)
+
+
+class OnlineTrainer:
+    """One env, seed steps of random actions, then planning with exploration and updates.
+
+    Files in ``run_dir``: ``metrics.csv`` / ``tb/`` (``loss/*``, ``train/episode_return``,
+    ``eval/return``, ``eval/success``), ``checkpoints/last.pt``, ``eval/step_<n>.json``.
+    """
+
+    def __init__(self, cfg: Any, run_dir: str | Path) -> None:
+        self.cfg = c = to_dict(cfg)
+        self.run_dir, a = Path(run_dir), c["agent"]
+        self.device = torch.device(c["device"])
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device=cuda was asked for but torch.cuda.is_available() is False")
+        seed_everything(int(c["seed"]))
+        self.env = make_env(c, num_envs=1, seed=int(c["seed"]), device="cpu")
+        self.eval_env = make_env(c, num_envs=1, seed=int(c["seed"]) + 10_000, device="cpu")
+        self.obs_key, obs_shape, action_dim = obs_info(self.env)
+        self.agent = build_tdmpc_agent(c, obs_shape, action_dim, self.device)
+        self.horizon = int(a["horizon"])
+        length = episode_length(c["task"])
+        self.seed_steps = int(a["seed_steps"]) if a["seed_steps"] is not None else max(1000, 5 * length)
+        self.buffer = TensorDictReplayBuffer(
+            storage=LazyTensorStorage(int(c["data"]["buffer_size"])),
+            sampler=SliceSampler(slice_len=self.horizon, traj_key="episode", strict_length=True, cache_values=True),
+            batch_size=int(c["batch_size"]) * self.horizon,
+        )
+        self.signature = {"obs_shape": list(obs_shape), "action_dim": action_dim, "model": c["model"], "aux": c["aux"], "agent": a}
+        self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]))
+        self.step, self.episode = 0, 0
+
+    def _act(self, td: TensorDict, random: bool) -> torch.Tensor:
+        """An action for the env's (possibly batch-of-one) tensordict."""
+        if random:
+            return self.env.action_spec.rand()
+        action = self.agent.act(_batched(td[self.obs_key], self.env), eval_mode=False).cpu()
+        return action if self.env.batch_size else action[0]
+
+    def _batch(self) -> dict[str, torch.Tensor]:
+        s = self.buffer.sample().reshape(-1, self.horizon)  # [B, H]
+        obs = torch.cat([s[self.obs_key][:, :1], s["next", self.obs_key]], 1)
+        out = {"obs": obs, "action": s["action"], "reward": s["next", "reward"], "terminated": s["next", "terminated"].float()}
+        for key in self.agent.aux.data_keys:
+            if key != "obs":
+                out[key] = torch.cat([s[key][:, :1], s["next", key]], 1)
+        return {k: v.transpose(0, 1).contiguous().to(self.device) for k, v in out.items()}
+
+    def save(self) -> Path:
+        payload = {"step": self.step, "agent": self.agent.state_dict(), "signature": self.signature, "config": self.cfg}
+        return save_checkpoint(self.run_dir / "checkpoints" / "last.pt", payload)
+
+    def run(self) -> dict[str, float]:
+        """Train for ``agent.total_steps`` env steps; returns the last evaluation."""
+        c, a = self.cfg, self.cfg["agent"]
+        total, random_collect = int(a["total_steps"]), a["collect"] == "random"
+        td, ep_return, last_eval = self.env.reset(), 0.0, {}
+        bar = tqdm(total=total, disable=not c["log"]["progress"], dynamic_ncols=True, desc="online")
+        t0 = time.perf_counter()
+        try:
+            while self.step < total:
+                td.set("action", self._act(td, self.step < self.seed_steps or random_collect))
+                td.set("episode", torch.full(self.env.batch_size, self.episode))
+                stepped, td = self.env.step_and_maybe_reset(td)
+                self.buffer.extend(stepped.reshape(-1))
+                ep_return += float(stepped["next", "reward"].sum())
+                self.step += 1
+                bar.update(1)
+                if bool(stepped["next", "done"].any()):
+                    self.logger.log(self.step, {"train/episode_return": ep_return}, table="episodes")
+                    self.episode, ep_return = self.episode + 1, 0.0
+                    self.agent.planner.reset()
+                if self.step >= self.seed_steps and len(self.buffer) > self.horizon * 4:
+                    for _ in range(int(a["updates_per_step"])):
+                        metrics = self.agent.update(self._batch())
+                    if self.step % int(c["log"]["every"]) == 0:
+                        rate = self.step / (time.perf_counter() - t0)
+                        row = self.logger.log(self.step, {**metrics, "perf/env_steps_per_s": rate})
+                        bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in row.items() if k.startswith("loss/")})
+                if self.step % int(a["eval_every"]) == 0 or self.step == total:
+                    last_eval = self.evaluate()
+                    self.save()
+            return last_eval
+        finally:
+            bar.close()
+            self.logger.close()
+
+    def evaluate(self) -> dict[str, float]:
+        out = evaluate(self.agent, self.eval_env, self.obs_key, int(self.cfg["agent"]["eval_episodes"]))
+        self.logger.log(self.step, {"eval/return": out["return_mean"], "eval/success": out["success_rate"]}, table="eval")
+        path = self.run_dir / "eval" / f"step_{self.step:07d}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2))
+        return out
+
+
+def load_online_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[TDMPCAgent, dict]:
+    """A trained TD-MPC2 agent and its config from a run directory or checkpoint file."""
+    from agent.api import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(path)
+    data = load_checkpoint(ckpt, map_location=device)
+    sig, cfg = data["signature"], data["config"]
+    if cfg.get("agent", {}).get("name") != "tdmpc2":
+        raise CheckpointError(f"{ckpt} is not a TD-MPC2 (agent=tdmpc2) checkpoint")
+    agent = build_tdmpc_agent(cfg, tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
+    try:
+        agent.load_state_dict(data["agent"])
+    except RuntimeError as err:
+        raise CheckpointError(f"weights in {ckpt} do not fit its config: {err}") from err
+    return agent, cfg

@@ -1,0 +1,71 @@
+"""Online TD-MPC2 on P-JEPA: a smoke run of each suite through the CLI, and the evaluation CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import pytest
+
+from tests.conftest import ROOT
+
+SMALL = [
+    "agent=tdmpc2", "model=tiny", "batch_size=16", "agent.total_steps=120", "agent.seed_steps=40",
+    "agent.eval_every=60", "agent.eval_episodes=2", "agent.planner.num_samples=32", "agent.planner.num_elites=4",
+    "agent.planner.num_pi_trajs=4", "agent.planner.iterations=2", "log.every=20", "log.progress=false",
+    "log.tensorboard=false",
+]  # fmt: skip
+
+
+def run(module_or_script: list[str], *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": "egl"}
+    return subprocess.run([sys.executable, *module_or_script, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task",
+    [
+        ["task=counting", "aux=reward", "agent.horizon=2"],
+        ["task=gym/Pendulum-v1", "aux=none", "task.episode_length=40"],
+        ["task=dmc/cartpole-swingup", "aux=random", "task.episode_length=80"],
+        ["task=dmc/reacher-easy", "task.obs_type=pixels", "aux=none", "task.episode_length=80"],
+    ],
+    ids=["counting", "gym-pendulum", "dmc-state", "dmc-pixels"],
+)
+def test_online_smoke_run_of_each_suite(tmp_path, task):
+    proc = run([str(ROOT / "train.py")], *SMALL, *task, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    header = (tmp_path / "metrics.csv").read_text().split("\n")[0]
+    for key in ("loss/dyn", "loss/reward", "loss/value", "loss/pi"):
+        assert key in header
+    evals = (tmp_path / "eval.csv").read_text().strip().split("\n")
+    assert len(evals) == 3  # header + steps 60 and 120
+    assert (tmp_path / "eval" / "step_0000120.json").is_file()
+
+
+@pytest.mark.slow
+def test_eval_cli_writes_json_and_video(tmp_path):
+    proc = run([str(ROOT / "train.py")], *SMALL, "task=counting", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run(["-m", "agent.evaluate"], f"run_dir={tmp_path}", "episodes=3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    for mode in ("planner", "policy_prior"):
+        assert result[mode]["episodes"] == 3 and 0 <= result[mode]["success_rate"] <= 1
+    frames = iio.imread(tmp_path / "episode.gif", index=None)
+    assert frames.shape[-3:-1] == (64, 64) and len(frames) >= 1
+
+
+def test_eval_cli_refuses_a_representation_checkpoint(tiny_cfg, tmp_path):
+    from agent.checkpoint import CheckpointError
+    from agent.online import load_online_agent
+    from agent.trainer import Trainer
+
+    Trainer(tiny_cfg("steps=3", "analysis.every=0"), tmp_path).run()
+    with pytest.raises(CheckpointError, match="not a TD-MPC2"):
+        load_online_agent(tmp_path)
