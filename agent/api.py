@@ -76,6 +76,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     ckpt = resolve_checkpoint(path)
     data = load_checkpoint(ckpt, map_location=device)
     cfg, sig = data["config"], data["signature"]
+    if cfg.get("agent", {}).get("name", "pjepa") != "pjepa":
+        raise CheckpointError(f"{ckpt} is a {cfg['agent']['name']!r} checkpoint; load it with agent.online.load_online_agent")
     try:
         agent = build_agent(cfg, tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
     except KeyError as err:

@@ -45,7 +45,7 @@ def evaluate(
     returns, lengths, successes = [], [], []
     for ep in range(episodes):
         td, total, length, done = env.reset(), 0.0, 0, False
-        agent.planner.reset()
+        agent.eval_planner.reset()
         while not done:
             obs = td[obs_key]
             if frames is not None and ep == 0 and obs.dtype == torch.uint8:
@@ -70,7 +70,7 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> dict:
     from agent.online import load_online_agent
-    from agent.trainer import obs_info
+    from agent.trainer import obs_info, seed_everything
     from envs import make_env
 
     args = {}
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not source:
         raise SystemExit("give run_dir=<run directory> or checkpoint=<file.pt>")
     agent, cfg = load_online_agent(source, args.get("device", "cpu"))
+    seed_everything(int(cfg["seed"]))
     env = make_env(cfg, num_envs=1, seed=int(cfg["seed"]) + 20_000, device="cpu")
     obs_key = obs_info(env)[0]
     episodes = int(args.get("episodes", 10))

@@ -130,7 +130,7 @@ def discount_from_episode_length(length: int, lo: float = 0.95, hi: float = 0.99
 
 
 class RunningScale(nn.Module):
-    """Running 5-95 percentile range of Q values, to scale the policy loss (TD-MPC2)."""
+    """Running 5-95 percentile range of Q values (each range clamped to >= 1), to scale the policy loss."""
 
     def __init__(self, tau: float = 0.01) -> None:
         super().__init__()
@@ -140,7 +140,7 @@ class RunningScale(nn.Module):
     @torch.no_grad()
     def update(self, x: Tensor) -> None:
         q = torch.quantile(x.detach().float().flatten(), torch.tensor([0.05, 0.95], device=x.device))
-        self.value.lerp_((q[1] - q[0]).to(self.value.dtype), self.tau)
+        self.value.lerp_((q[1] - q[0]).clamp_min(1.0).to(self.value.dtype), self.tau)  # as TD-MPC2: never below 1
 
     def forward(self, x: Tensor) -> Tensor:
         return x / self.value.clamp_min(1e-6)

@@ -14,14 +14,14 @@ from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
 from tqdm import tqdm
 
 from agent.build import build_aux, to_dict
-from agent.checkpoint import load_checkpoint, save_checkpoint
+from agent.checkpoint import check_signature, load_checkpoint, save_checkpoint
 from agent.checkpoint import CheckpointError
 from agent.evaluate import _batched, evaluate
 from agent.heads import discount_from_episode_length
 from agent.logger import Logger
 from agent.tdmpc import TDMPCModel
 from agent.tdmpc_agent import TDMPCAgent, TDMPCConfig
-from agent.trainer import obs_info, seed_everything
+from agent.trainer import aux_data_keys, obs_info, rng_state, seed_everything, set_rng_state
 from agent.world_model import WorldModel
 from envs import make_env
 from planner.mppi import MPPIConfig
@@ -76,16 +76,27 @@ class OnlineTrainer:
         self.obs_key, obs_shape, action_dim = obs_info(self.env)
         self.agent = build_tdmpc_agent(c, obs_shape, action_dim, self.device)
         self.horizon = int(a["horizon"])
+        self.aux_keys = aux_data_keys(self.agent.aux, self.env, c["task"]["name"])
         length = episode_length(c["task"])
+        if c["task"]["suite"] == "counting" and self.horizon > 1:
+            raise ValueError(
+                f"agent.horizon={self.horizon} on the counting task: episodes can end after 1 step and the "
+                f"slice sampler drops episodes shorter than the horizon (the fast successes); use agent.horizon=1"
+            )
         self.seed_steps = int(a["seed_steps"]) if a["seed_steps"] is not None else max(1000, 5 * length)
         self.buffer = TensorDictReplayBuffer(
             storage=LazyTensorStorage(int(c["data"]["buffer_size"])),
             sampler=SliceSampler(slice_len=self.horizon, traj_key="episode", strict_length=True, cache_values=True),
             batch_size=int(c["batch_size"]) * self.horizon,
         )
-        self.signature = {"obs_shape": list(obs_shape), "action_dim": action_dim, "model": c["model"], "aux": c["aux"], "agent": a}
-        self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]))
+        shape_keys = ("num_q", "num_bins", "vmin", "vmax", "dropout")
+        self.signature = {
+            "obs_shape": list(obs_shape), "action_dim": action_dim, "model": c["model"], "aux": c["aux"],
+            "agent": {"name": a["name"], **{k: a[k] for k in shape_keys}},
+        }  # fmt: skip
         self.step, self.episode = 0, 0
+        resumed = self._maybe_resume()
+        self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume=resumed)
 
     def _act(self, td: TensorDict, random: bool) -> torch.Tensor:
         """An action for the env's (possibly batch-of-one) tensordict."""
@@ -98,22 +109,41 @@ class OnlineTrainer:
         s = self.buffer.sample().reshape(-1, self.horizon)  # [B, H]
         obs = torch.cat([s[self.obs_key][:, :1], s["next", self.obs_key]], 1)
         out = {"obs": obs, "action": s["action"], "reward": s["next", "reward"], "terminated": s["next", "terminated"].float()}
-        for key in self.agent.aux.data_keys:
-            if key != "obs":
-                out[key] = torch.cat([s[key][:, :1], s["next", key]], 1)
+        for key in self.aux_keys:
+            out[key] = torch.cat([s[key][:, :1], s["next", key]], 1)
         return {k: v.transpose(0, 1).contiguous().to(self.device) for k, v in out.items()}
 
     def save(self) -> Path:
-        payload = {"step": self.step, "agent": self.agent.state_dict(), "signature": self.signature, "config": self.cfg}
+        """``checkpoints/last.pt``: agent, both optimisers, step, episode, RNG state, config."""
+        payload = {
+            "step": self.step, "episode": self.episode, "agent": self.agent.state_dict(),
+            "optim": {"wm": self.agent.optim.state_dict(), "pi": self.agent.pi_optim.state_dict()},
+            "rng": rng_state(), "signature": self.signature, "config": self.cfg,
+        }  # fmt: skip
         return save_checkpoint(self.run_dir / "checkpoints" / "last.pt", payload)
+
+    def _maybe_resume(self) -> bool:
+        """Continue from ``checkpoints/last.pt`` (the replay buffer is refilled, not restored)."""
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if not (self.cfg.get("resume", True) and last.exists()):
+            return False
+        data = load_checkpoint(last, map_location=self.device)
+        check_signature(data["signature"], self.signature, last)
+        self.agent.load_state_dict(data["agent"])
+        self.agent.optim.load_state_dict(data["optim"]["wm"])
+        self.agent.pi_optim.load_state_dict(data["optim"]["pi"])
+        self.step, self.episode = int(data["step"]), int(data["episode"])
+        set_rng_state(data["rng"])
+        log.info("resumed from %s at step %d", last, self.step)
+        return True
 
     def run(self) -> dict[str, float]:
         """Train for ``agent.total_steps`` env steps; returns the last evaluation."""
         c, a = self.cfg, self.cfg["agent"]
         total, random_collect = int(a["total_steps"]), a["collect"] == "random"
         td, ep_return, last_eval = self.env.reset(), 0.0, {}
-        bar = tqdm(total=total, disable=not c["log"]["progress"], dynamic_ncols=True, desc="online")
-        t0 = time.perf_counter()
+        bar = tqdm(total=total, initial=self.step, disable=not c["log"]["progress"], dynamic_ncols=True, desc="online")
+        t0, steps0 = time.perf_counter(), self.step
         try:
             while self.step < total:
                 td.set("action", self._act(td, self.step < self.seed_steps or random_collect))
@@ -127,11 +157,11 @@ class OnlineTrainer:
                     self.logger.log(self.step, {"train/episode_return": ep_return}, table="episodes")
                     self.episode, ep_return = self.episode + 1, 0.0
                     self.agent.planner.reset()
-                if self.step >= self.seed_steps and len(self.buffer) > self.horizon * 4:
+                if self.step >= self.seed_steps and len(self.buffer) >= max(self.horizon * 4, int(c["batch_size"])):
                     for _ in range(int(a["updates_per_step"])):
                         metrics = self.agent.update(self._batch())
                     if self.step % int(c["log"]["every"]) == 0:
-                        rate = self.step / (time.perf_counter() - t0)
+                        rate = (self.step - steps0) / (time.perf_counter() - t0)
                         row = self.logger.log(self.step, {**metrics, "perf/env_steps_per_s": rate})
                         bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in row.items() if k.startswith("loss/")})
                 if self.step % int(a["eval_every"]) == 0 or self.step == total:

@@ -90,15 +90,16 @@ class TDMPCModel(nn.Module):
         """All members' values ``[num_q, ..., 1]``."""
         return two_hot_inv(self.q_logits(z, action, target), self.vmin, self.vmax)
 
-    def Q(self, z: Tensor, action: Tensor) -> Tensor:  # noqa: N802 - TD-MPC2's name
+    def Q(self, z: Tensor, action: Tensor, generator: torch.Generator | None = None) -> Tensor:  # noqa: N802
         """Mean of two random members' values ``[..., 1]`` (TD-MPC2's ``return_type='avg'``)."""
         q = self.q_values(z, action)
-        idx = torch.randperm(q.shape[0], device=q.device)[:2]
+        dev = generator.device if generator is not None else "cpu"
+        idx = torch.randperm(q.shape[0], generator=generator, device=dev)[:2].to(q.device)
         return q[idx].mean(0)
 
-    def pi(self, z: Tensor) -> Tensor:
+    def pi(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A policy-prior action sample ``[..., A]``."""
-        return self.policy(z)[0]
+        return self.policy(z, generator=generator)[0]
 
     def bce_termination(self, z: Tensor, terminated: Tensor) -> Tensor:
         """Binary cross-entropy of the termination head (zero when not episodic): scalar."""

@@ -70,6 +70,7 @@ class TDMPCAgent(nn.Module):
         self.optim = torch.optim.Adam(wm_params, lr=cfg.lr)
         self.pi_optim = torch.optim.Adam(model.policy.parameters(), lr=cfg.pi_lr, eps=1e-5)
         self.planner = MPPI(model, planner, seed=seed)
+        self.eval_planner = MPPI(model, planner, seed=seed + 1)  # evaluation never disturbs training's warm start
 
     @property
     def device(self) -> torch.device:
@@ -115,10 +116,14 @@ class TDMPCAgent(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: Tensor, eval_mode: bool = False, use_planner: bool = True) -> Tensor:
-        """Actions ``[N, A]`` for observations ``[N, *obs_shape]``: MPPI, or the policy prior alone."""
+        """Actions ``[N, A]`` for observations ``[N, *obs_shape]``: MPPI, or the policy prior alone.
+
+        Eval mode uses its own planner (own warm start and generator), so evaluating in the middle
+        of a training episode leaves the training planner's state alone.
+        """
         self.eval()
         z = self.model.encode(obs.to(self.device))
         if use_planner:
-            return self.planner.plan(z, eval_mode=eval_mode)
+            return (self.eval_planner if eval_mode else self.planner).plan(z, eval_mode=eval_mode)
         action, _, mean = self.model.policy(z)
         return mean if eval_mode else action

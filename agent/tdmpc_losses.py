@@ -32,6 +32,8 @@ def world_model_losses(
             ``terminated [H, B, 1]``.
     Returns:
         unweighted scalar terms; reward/value are ``rho^t``-weighted means over the horizon.
+        Routing: ``aux_only`` keeps every term but ``aux`` off the encoder; ``separate`` detaches
+        only the aux head's input (the TD-MPC2 heads still train the encoder, as in TD-MPC2).
     """
     obs, actions = batch["obs"], batch["action"]
     horizon = actions.shape[0]
@@ -40,7 +42,9 @@ def world_model_losses(
         next_z = z[1:].detach()
         next_q = model.q_values(next_z, model.pi(next_z), target=True)  # [E, H, B, 1]
         target = td_target(batch["reward"], next_q, batch["terminated"], discount)
-    zs = [z[0]]  # imagined latents for the reward, value and termination heads, as TD-MPC2
+    # imagined latents for the reward, value and termination heads, as TD-MPC2; under aux_only the
+    # encoder is trained by L_p alone, so these heads see a detached start
+    zs = [z[0].detach() if routing == "aux_only" else z[0]]
     for t in range(horizon):
         zs.append(model.next(zs[-1], actions[t]))
     zs_t = torch.stack(zs)  # [H+1, B, D]

@@ -38,6 +38,34 @@ def obs_info(env) -> tuple[str, tuple[int, ...], int]:
     return key, tuple(spec[key].shape[lead:]), int(env.action_spec.shape[-1])
 
 
+def aux_data_keys(aux, env, task_name: str) -> tuple[str, ...]:
+    """The env keys an aux target needs beyond ``obs``; a clear error when the env lacks one."""
+    keys = tuple(k for k in aux.data_keys if k != "obs")
+    missing = [k for k in keys if k not in env.observation_spec.keys()]
+    if missing:
+        raise ValueError(
+            f"aux target {aux.name!r} needs {missing} from the env, which task {task_name!r} does not "
+            f"provide (the counting task gives 'obs_reward'); use aux=random or aux=none here"
+        )
+    return keys
+
+
+def rng_state() -> dict:
+    """Global torch (CPU and CUDA) and numpy RNG states, for checkpoints."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state` (the CPU state may have been mapped to another device on load)."""
+    torch.set_rng_state(state["torch"].cpu())
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
 class Trainer:
     """Runs one training job in ``run_dir`` from a resolved run config.
 
@@ -74,14 +102,7 @@ class Trainer:
 
     def _data_keys(self) -> tuple[str, ...]:
         """Per-observation keys the batch needs beyond ``obs``; checked against the env's specs."""
-        keys = [k for k in self.agent.aux.data_keys if k != "obs"]
-        missing = [k for k in keys if k not in self.env.observation_spec.keys()]
-        if missing:
-            raise ValueError(
-                f"aux target {self.agent.aux.name!r} needs {missing} from the env, which task "
-                f"{self.cfg['task']['name']!r} does not provide (the counting task gives 'obs_reward'); "
-                f"use aux=random or aux=none here"
-            )
+        keys = list(aux_data_keys(self.agent.aux, self.env, self.cfg["task"]["name"]))
         if "count" in self.env.observation_spec.keys():
             keys.append("count")
         return tuple(keys)
@@ -94,7 +115,7 @@ class Trainer:
             "optim": self.agent.optim_state(),
             "signature": self.signature,
             "config": self.cfg,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+            "rng": rng_state(),
         }
 
     def save(self) -> Path:
@@ -115,8 +136,7 @@ class Trainer:
         self.agent.load_state_dict(data["agent"])
         self.agent.load_optim_state(data["optim"])
         self.step = int(data["step"])
-        torch.set_rng_state(data["rng"]["torch"])
-        np.random.set_state(data["rng"]["numpy"])
+        set_rng_state(data["rng"])
         log.info("resumed from %s at step %d", last, self.step)
         return True
 

@@ -25,11 +25,11 @@ class PlanningModel(Protocol):
     def reward(self, z: Tensor, action: Tensor) -> Tensor:
         """Predicted reward ``[..., 1]`` (a scalar value, not logits)."""
 
-    def Q(self, z: Tensor, action: Tensor) -> Tensor:  # noqa: N802 - TD-MPC2's name
-        """Value estimate ``[..., 1]`` (e.g. the mean of the Q ensemble)."""
+    def Q(self, z: Tensor, action: Tensor, generator: torch.Generator | None = None) -> Tensor:  # noqa: N802
+        """Value estimate ``[..., 1]`` (e.g. the mean of the Q ensemble); randomness from ``generator``."""
 
-    def pi(self, z: Tensor) -> Tensor:
-        """Policy-prior action sample ``[..., A]`` in [-1, 1]."""
+    def pi(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Policy-prior action sample ``[..., A]`` in [-1, 1]; randomness from ``generator``."""
 
     def termination(self, z: Tensor) -> Tensor:
         """Probability that ``z`` is terminal ``[..., 1]`` (zeros for non-episodic tasks)."""
@@ -82,7 +82,7 @@ class MPPI:
 
     def __init__(self, model: PlanningModel, cfg: MPPIConfig, seed: int = 0) -> None:
         self.model, self.cfg, self.seed = model, cfg, seed
-        self._gen: torch.Generator | None = None
+        self._gen: torch.Generator | None = None  # all of the planner's randomness, model calls included
         self._prev_mean: Tensor | None = None  # [H, N, A]
 
     def reset(self, mask: Tensor | None = None) -> None:
@@ -106,7 +106,8 @@ class MPPI:
             value = value + discount * self.model.reward(z, actions[t])
             z = self.model.next(z, actions[t])
             discount = discount * self.cfg.gamma * (1.0 - self.model.termination(z))
-        value = value + discount * self.model.Q(z, self.model.pi(z))
+        gen = self._generator(z.device)
+        value = value + discount * self.model.Q(z, self.model.pi(z, generator=gen), generator=gen)
         return value.squeeze(-1)
 
     @torch.no_grad()
@@ -126,7 +127,7 @@ class MPPI:
         if c.num_pi_trajs:
             zp = z[:, None].expand(n, c.num_pi_trajs, z.shape[-1])
             for t in range(h):
-                actions[t, :, : c.num_pi_trajs] = self.model.pi(zp)
+                actions[t, :, : c.num_pi_trajs] = self.model.pi(zp, generator=gen)
                 if t < h - 1:
                     zp = self.model.next(zp, actions[t, :, : c.num_pi_trajs])
         mean = torch.zeros(h, n, a_dim, device=dev, dtype=z.dtype)

@@ -30,3 +30,20 @@ def test_asking_for_cuda_without_it_fails_clearly(tiny_cfg, tmp_path):
         pytest.skip("a CUDA device is present")
     with pytest.raises(RuntimeError, match="device=cuda was asked for"):
         Trainer(tiny_cfg("device=cuda"), tmp_path)
+
+
+@cuda
+def test_cuda_run_resumes(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg("device=cuda", "steps=6", "analysis.every=0"), tmp_path).run()
+    trainer = Trainer(tiny_cfg("device=cuda", "steps=12", "analysis.every=0"), tmp_path)
+    assert trainer.step == 6
+    trainer.run()
+
+
+@cuda
+def test_online_agent_plans_on_cuda(tmp_path):
+    from agent.online import OnlineTrainer
+    from tests.test_online import online_cfg
+
+    out = OnlineTrainer(online_cfg("task=gym/Pendulum-v1", "aux=none", "task.episode_length=40", "device=cuda"), tmp_path).run()
+    assert out["episodes"] == 2

@@ -21,10 +21,10 @@ class ToyModel:
     def reward(self, z, a):
         return -(self.next(z, a) - self.goal).pow(2).sum(-1, keepdim=True)
 
-    def Q(self, z, a):  # noqa: N802
+    def Q(self, z, a, generator=None):  # noqa: N802
         return torch.zeros(z.shape[:-1] + (1,))
 
-    def pi(self, z):
+    def pi(self, z, generator=None):
         return torch.full(z.shape[:-1] + (self.action_dim,), self.pi_action)
 
     def termination(self, z):
@@ -47,7 +47,7 @@ def test_first_action_is_the_known_optimum_for_every_env():
 
 def test_value_estimate_is_discounted_rewards_plus_terminal_q():
     model = ToyModel(torch.tensor([0.0]))
-    model.Q = lambda z, a: torch.full(z.shape[:-1] + (1,), 10.0)
+    model.Q = lambda z, a, generator=None: torch.full(z.shape[:-1] + (1,), 10.0)
     planner = MPPI(model, MPPIConfig(**{**CFG, "gamma": 0.5}))
     z = torch.tensor([[[1.0]]])  # [N=1, S=1, D=1]
     actions = torch.full((3, 1, 1, 1), -1.0)  # z: 1 -> 0.75 -> 0.5 -> 0.25
@@ -58,7 +58,7 @@ def test_value_estimate_is_discounted_rewards_plus_terminal_q():
 def test_termination_stops_the_return():
     model = ToyModel(torch.tensor([0.0]))
     model.termination = lambda z: torch.ones(z.shape[:-1] + (1,))
-    model.Q = lambda z, a: torch.full(z.shape[:-1] + (1,), 100.0)
+    model.Q = lambda z, a, generator=None: torch.full(z.shape[:-1] + (1,), 100.0)
     planner = MPPI(model, MPPIConfig(**CFG))
     value = planner.estimate_value(torch.tensor([[[1.0]]]), torch.zeros(3, 1, 1, 1))
     torch.testing.assert_close(value, torch.tensor([[-1.0]]))  # only the first reward counts

@@ -29,7 +29,7 @@ def run(module_or_script: list[str], *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "task",
     [
-        ["task=counting", "aux=reward", "agent.horizon=2"],
+        ["task=counting", "aux=reward", "agent.horizon=1"],
         ["task=gym/Pendulum-v1", "aux=none", "task.episode_length=40"],
         ["task=dmc/cartpole-swingup", "aux=random", "task.episode_length=80"],
         ["task=dmc/reacher-easy", "task.obs_type=pixels", "aux=none", "task.episode_length=80"],
@@ -50,7 +50,7 @@ def test_online_smoke_run_of_each_suite(tmp_path, task):
 
 @pytest.mark.slow
 def test_eval_cli_writes_json_and_video(tmp_path):
-    proc = run([str(ROOT / "train.py")], *SMALL, "task=counting", f"hydra.run.dir={tmp_path}")
+    proc = run([str(ROOT / "train.py")], *SMALL, "task=counting", "agent.horizon=1", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = run(["-m", "agent.evaluate"], f"run_dir={tmp_path}", "episodes=3")
     assert out.returncode == 0, out.stderr[-3000:]
@@ -69,3 +69,32 @@ def test_eval_cli_refuses_a_representation_checkpoint(tiny_cfg, tmp_path):
     Trainer(tiny_cfg("steps=3", "analysis.every=0"), tmp_path).run()
     with pytest.raises(CheckpointError, match="not a TD-MPC2"):
         load_online_agent(tmp_path)
+
+
+def online_cfg(*overrides: str):
+    from tests.conftest import compose_cfg
+
+    return compose_cfg(*[o for o in SMALL if not o.startswith("log.every")], "log.every=10", *overrides)
+
+
+def test_online_run_resumes_from_its_checkpoint(tmp_path):
+    from agent.checkpoint import load_checkpoint
+    from agent.online import OnlineTrainer
+
+    task = ("task=gym/Pendulum-v1", "aux=none", "task.episode_length=40")
+    OnlineTrainer(online_cfg(*task, "agent.total_steps=60"), tmp_path).run()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 60
+    trainer = OnlineTrainer(online_cfg(*task, "agent.total_steps=120"), tmp_path)
+    assert trainer.step == 60 and trainer.episode == 1
+    trainer.run()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 120
+    assert (tmp_path / "eval.csv").read_text().count("\n") == 3  # header, 60, 120: rows kept across the resume
+
+
+def test_online_bad_setups_fail_at_start(tmp_path):
+    from agent.online import OnlineTrainer
+
+    with pytest.raises(ValueError, match="needs \\['obs_reward'\\] from the env"):
+        OnlineTrainer(online_cfg("task=gym/Pendulum-v1", "aux=reward"), tmp_path / "a")
+    with pytest.raises(ValueError, match="use agent.horizon=1"):
+        OnlineTrainer(online_cfg("task=counting", "agent.horizon=3"), tmp_path / "b")

@@ -65,24 +65,52 @@ def test_update_lowers_every_loss_on_a_fixed_batch(aux):
         assert last[key] < first[key], f"{key}: {float(first[key]):.4g} -> {float(last[key]):.4g}"
 
 
-def test_target_q_follows_by_polyak_and_policy_step_leaves_world_model_alone():
+def test_target_q_follows_by_polyak_and_policy_loss_reaches_only_the_policy():
     agent = make_agent()
     target0 = [p.clone() for p in agent.model.target_qs.parameters()]
     agent.update(batch())
     online = list(agent.model.qs.parameters())
     for t0, t1, o in zip(target0, agent.model.target_qs.parameters(), online):
         torch.testing.assert_close(t1, 0.99 * t0 + 0.01 * o)
-    # a policy-only step: freeze everything else and check nothing else moved
-    wm_before = [p.clone() for p in agent.model.wm.parameters()]
+    assert all(p.grad is None for p in agent.model.qs.parameters())  # no policy-loss leak into the next Q step
     from agent.tdmpc_losses import policy_loss
 
-    z = agent.model.encode(batch()["obs"]).detach()
-    loss = policy_loss(agent.model, z, agent.scale, 1e-4, 0.5)
-    agent.pi_optim.zero_grad()
-    loss.backward()
-    agent.pi_optim.step()
-    for a, b in zip(wm_before, agent.model.wm.parameters()):
-        assert torch.equal(a, b)
+    agent.zero_grad(set_to_none=True)
+    z = agent.model.encode(batch()["obs"])
+    policy_loss(agent.model, z, agent.scale, 1e-4, 0.5).backward()
+    assert all(p.grad is None for p in agent.model.wm.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.model.policy.parameters())
+
+
+@pytest.mark.parametrize("routing", ["joint", "aux_only"])
+def test_routing_holds_for_every_td_mpc2_term(routing):
+    from agent.tdmpc_losses import world_model_losses
+
+    agent = make_agent("random", routing=routing)
+    for p in agent.model.reward_head[-1].parameters():  # zero-initialised heads pass no gradient at first
+        torch.nn.init.normal_(p, std=0.1)
+    for p in agent.model.qs.out.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    data = batch()
+    target = agent.aux.target({"obs": data["obs"].flatten(0, 1)}).reshape(H + 1, B, -1)
+    terms = world_model_losses(agent.model, agent.aux, data, target, routing=routing, rho=0.5, detach_target=False, discount=0.99)
+    enc = list(agent.model.wm.encoder.parameters())
+    for name, term in terms.items():
+        grads = torch.autograd.grad(term, enc, retain_graph=True, allow_unused=True)
+        norm = sum(float(g.abs().sum()) for g in grads if g is not None)
+        if routing == "aux_only" and name != "aux":
+            assert norm == 0.0, f"aux_only: encoder got gradient from {name}"
+        else:
+            assert norm > 0, f"{routing}: encoder got no gradient from {name}"
+
+
+def test_eval_planning_leaves_the_training_planner_alone():
+    agent = make_agent()
+    obs = torch.randn(2, *OBS)
+    agent.act(obs, eval_mode=False)
+    warm = agent.planner._prev_mean.clone()
+    agent.act(obs, eval_mode=True)
+    assert torch.equal(agent.planner._prev_mean, warm)
 
 
 def test_nan_loss_is_refused_before_the_step():
