@@ -68,10 +68,15 @@ def add_rollout(buffer: TensorDictReplayBuffer, data: TensorDictBase) -> int:
     return flat.numel()
 
 
-def to_time_major(sample: TensorDictBase, horizon: int, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """A flat slice sample ``[B*H]`` -> ``obs [H+1, B, ...]``, ``action [H, B, A]`` and per-obs keys.
+def to_time_major(
+    sample: TensorDictBase, horizon: int, keys: tuple[str, ...], step_keys: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """A flat slice sample ``[B*H]`` -> time-major tensors.
 
-    ``obs`` is the slice's observations followed by the last step's next observation.
+    Returns ``obs [H+1, B, ...]`` (the slice's observations, ``pixels`` or ``observation``,
+    followed by the last step's next observation), ``action [H, B, A]``, each of ``keys`` per
+    observation ``[H+1, B, ...]`` and each of ``step_keys`` per transition ``[H, B, ...]`` (read
+    from ``next``, e.g. ``reward``, ``terminated``).
     """
     s = sample.reshape(-1, horizon)  # [B, H]
 
@@ -83,4 +88,6 @@ def to_time_major(sample: TensorDictBase, horizon: int, keys: tuple[str, ...]) -
     for key in keys:
         if key != "obs":
             out[key] = seq(key)
+    for key in step_keys:
+        out[key] = s["next", key].transpose(0, 1).contiguous()
     return out

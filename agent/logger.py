@@ -21,7 +21,6 @@ class Logger:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.resume = resume
         self._fields: dict[str, list[str]] = {}
-        self.csv_path = self.dir / "metrics.csv"
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

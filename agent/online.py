@@ -16,6 +16,7 @@ from tqdm import tqdm
 from agent.build import build_aux, to_dict
 from agent.checkpoint import check_signature, load_checkpoint, save_checkpoint
 from agent.checkpoint import CheckpointError
+from agent.data import to_time_major
 from agent.evaluate import _batched, evaluate
 from agent.heads import discount_from_episode_length
 from agent.logger import Logger
@@ -106,12 +107,9 @@ class OnlineTrainer:
         return action if self.env.batch_size else action[0]
 
     def _batch(self) -> dict[str, torch.Tensor]:
-        s = self.buffer.sample().reshape(-1, self.horizon)  # [B, H]
-        obs = torch.cat([s[self.obs_key][:, :1], s["next", self.obs_key]], 1)
-        out = {"obs": obs, "action": s["action"], "reward": s["next", "reward"], "terminated": s["next", "terminated"].float()}
-        for key in self.aux_keys:
-            out[key] = torch.cat([s[key][:, :1], s["next", key]], 1)
-        return {k: v.transpose(0, 1).contiguous().to(self.device) for k, v in out.items()}
+        batch = to_time_major(self.buffer.sample(), self.horizon, self.aux_keys, ("reward", "terminated"))
+        batch["terminated"] = batch["terminated"].float()
+        return {k: v.to(self.device) for k, v in batch.items()}
 
     def save(self) -> Path:
         """``checkpoints/last.pt``: agent, both optimisers, step, episode, RNG state, config."""

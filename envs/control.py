@@ -16,6 +16,7 @@ from torchrl.envs import (
     CatTensors,
     DoubleToFloat,
     EnvBase,
+    ExcludeTransform,
     PermuteTransform,
     SerialEnv,
     StepCounter,
@@ -46,19 +47,13 @@ def standardise(
             env.append_transform(CatTensors(in_keys=spec_keys, out_key="observation", del_keys=True))
     else:
         if spec_keys:
-            env.append_transform(_Exclude(spec_keys))
+            env.append_transform(ExcludeTransform(*spec_keys))
         env.append_transform(PermuteTransform((-1, -3, -2), in_keys=["pixels"]))  # HWC -> CHW
         env.append_transform(CatFrames(N=frame_stack, dim=-3, in_keys=["pixels"]))
     env.append_transform(DoubleToFloat())
     env.append_transform(ActionScaling())
     env.append_transform(StepCounter(max_steps=max_steps))
     return env
-
-
-def _Exclude(keys: list[str]):  # noqa: N802 - reads like the transform it returns
-    from torchrl.envs import ExcludeTransform
-
-    return ExcludeTransform(*keys)
 
 
 def batch(make_one: Callable[[int], EnvBase], num_envs: int, seed: int | None, device: str | torch.device) -> EnvBase:
