@@ -16,7 +16,7 @@ from tqdm import tqdm
 from agent.build import build_aux, to_dict
 from agent.checkpoint import check_signature, load_checkpoint, save_checkpoint
 from agent.checkpoint import CheckpointError
-from agent.data import to_time_major
+from agent.data import RepeatedRandomPolicy, to_time_major
 from agent.evaluate import _batched, evaluate
 from agent.heads import discount_from_episode_length
 from agent.logger import Logger
@@ -95,12 +95,22 @@ class OnlineTrainer:
             "obs_shape": list(obs_shape), "action_dim": action_dim, "model": c["model"], "aux": c["aux"],
             "agent": {"name": a["name"], **{k: a[k] for k in shape_keys}},
         }  # fmt: skip
+        spec = self.env.action_spec.space
+        self.random_policy = RepeatedRandomPolicy(spec.low, spec.high, int(c["data"]["action_repeat"]), seed=int(c["seed"]))
+        if a["collect"] not in ("planner", "random"):
+            raise ValueError(f"unknown agent.collect {a['collect']!r}; expected 'planner' or 'random'")
         self.step, self.episode = 0, 0
         resumed = self._maybe_resume()
         self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume=resumed)
 
     def _act(self, td: TensorDict, random: bool) -> torch.Tensor:
-        """An action for the env's (possibly batch-of-one) tensordict."""
+        """An action for the env's (possibly batch-of-one) tensordict.
+
+        Random actions are the paper's (uniform, held ``data.action_repeat`` steps) when
+        ``agent.collect=random``, else uniform each step (the seed steps).
+        """
+        if random and self.cfg["agent"]["collect"] == "random":
+            return self.random_policy(td.clone())["action"]
         if random:
             return self.env.action_spec.rand()
         action = self.agent.act(_batched(td[self.obs_key], self.env), eval_mode=False).cpu()

@@ -9,6 +9,7 @@ import sys
 
 import imageio.v3 as iio
 import pytest
+import torch
 
 from tests.conftest import ROOT
 
@@ -29,7 +30,7 @@ def run(module_or_script: list[str], *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "task",
     [
-        ["task=counting", "aux=reward", "agent.horizon=1"],
+        ["task=counting", "aux=reward", "agent.horizon=1", "agent.collect=random"],
         ["task=gym/Pendulum-v1", "aux=none", "task.episode_length=40"],
         ["task=dmc/cartpole-swingup", "aux=random", "task.episode_length=80"],
         ["task=dmc/reacher-easy", "task.obs_type=pixels", "aux=none", "task.episode_length=80"],
@@ -98,3 +99,15 @@ def test_online_bad_setups_fail_at_start(tmp_path):
         OnlineTrainer(online_cfg("task=gym/Pendulum-v1", "aux=reward"), tmp_path / "a")
     with pytest.raises(ValueError, match="use agent.horizon=1"):
         OnlineTrainer(online_cfg("task=counting", "agent.horizon=3"), tmp_path / "b")
+    with pytest.raises(ValueError, match="unknown agent.collect 'mixed'"):
+        OnlineTrainer(online_cfg("task=counting", "agent.horizon=1", "agent.collect=mixed"), tmp_path / "c")
+
+
+def test_paper_random_collection_holds_actions(tmp_path):
+    from agent.online import OnlineTrainer
+
+    trainer = OnlineTrainer(online_cfg("task=counting", "agent.horizon=1", "agent.collect=random"), tmp_path)
+    td = trainer.env.reset()
+    td.set("step_count", torch.tensor([[1]]))
+    first = trainer._act(td.clone().set("step_count", torch.tensor([[0]])), random=True)
+    assert torch.equal(trainer._act(td, random=True), first)  # held within the repeat window
