@@ -88,6 +88,8 @@ class Trainer:
         self.agent: PJEPAAgent = build_agent(c, self.obs_shape, self.action_dim, self.device)
         self.signature = signature(c, self.obs_shape, self.action_dim)
         self.horizon = int(c["horizon"])
+        if int(c["checkpoint"]["keep"]) < 1:
+            raise ValueError(f"checkpoint.keep must be >= 1 (last.pt is always kept), got {c['checkpoint']['keep']}")
         self.data_keys = self._data_keys()
         self.step = 0
         resumed = self._maybe_resume()
