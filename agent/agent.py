@@ -85,10 +85,11 @@ class PJEPAAgent(nn.Module):
             flat = {k: batch[k].flatten(0, 1) for k in self.aux.data_keys}
             target = self.aux.target(flat)
             target = target.reshape(*obs.shape[:2], *target.shape[1:])
-        return pjepa_losses(
+        out = pjepa_losses(
             self.wm, self.aux, obs, actions, target,
             routing=self.cfg.routing, rho=self.cfg.rho, detach_target=self.cfg.detach_target,
         )  # fmt: skip
+        return out.terms, out.z
 
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One optimiser step.

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from agent.auxiliary import AuxTask
 from agent.heads import RunningScale, td_target
-from agent.losses import pjepa_losses
+from agent.losses import pjepa_losses, rho_weights
 from agent.math import soft_ce
 from agent.tdmpc import TDMPCModel
 
@@ -37,18 +37,14 @@ def world_model_losses(
     """
     obs, actions = batch["obs"], batch["action"]
     horizon = actions.shape[0]
-    terms, z = pjepa_losses(model.wm, aux, obs, actions, aux_target, routing=routing, rho=rho, detach_target=detach_target)
+    terms, z, zs_t = pjepa_losses(model.wm, aux, obs, actions, aux_target, routing=routing, rho=rho, detach_target=detach_target)
     with torch.no_grad():  # TD targets from the Polyak Q ensemble at the next observation
         next_z = z[1:].detach()
         next_q = model.q_values(next_z, model.pi(next_z), target=True)  # [E, H, B, 1]
         target = td_target(batch["reward"], next_q, batch["terminated"], discount)
-    # imagined latents for the reward, value and termination heads, as TD-MPC2; under aux_only the
-    # encoder is trained by L_p alone, so these heads see a detached start
-    zs = [z[0].detach() if routing == "aux_only" else z[0]]
-    for t in range(horizon):
-        zs.append(model.next(zs[-1], actions[t]))
-    zs_t = torch.stack(zs)  # [H+1, B, D]
-    weights = torch.tensor([rho**t for t in range(horizon)], device=z.device, dtype=z.dtype)[:, None]
+    # the reward, value and termination heads read the dynamics rollout ``zs_t [H+1, B, D]``, as
+    # TD-MPC2; under aux_only it starts from a detached z_0, so the encoder is trained by L_p alone
+    weights = rho_weights(horizon, rho, z)[:, None]
     bins = (model.num_bins, model.vmin, model.vmax)
     r_ce = soft_ce(model.reward_logits(zs_t[:-1], actions), batch["reward"], *bins)  # [H, B, 1]
     q_ce = soft_ce(model.q_logits(zs_t[:-1], actions), target.expand(model.qs.num_q, *target.shape), *bins)
@@ -64,5 +60,5 @@ def policy_loss(model: TDMPCModel, z: Tensor, scale: RunningScale, entropy_coef:
     action, log_prob, _ = model.policy(z)
     q = model.q_values(z, action).mean(0)  # [H, B, 1]
     scale.update(q[0])
-    weights = torch.tensor([rho**t for t in range(z.shape[0])], device=z.device, dtype=z.dtype)[:, None, None]
+    weights = rho_weights(z.shape[0], rho, z)[:, None, None]
     return -(weights * (scale(q) - entropy_coef * log_prob)).mean(dim=(1, 2)).mean()
