@@ -17,13 +17,16 @@ from agent.monitor import analyse, monitoring_set
 KEYS = ("run_dir", "checkpoint", "out", "num_obs", "seed", "device")
 
 
-def parse(argv: list[str]) -> dict[str, str]:
-    """``key=value`` arguments -> dict, rejecting unknown keys."""
+def parse(argv: list[str], keys: tuple[str, ...] = KEYS) -> dict[str, str]:
+    """``key=value`` arguments -> dict, rejecting unknown keys; ``run_dir`` or ``checkpoint`` required.
+
+    Shared by the analysis and evaluation CLIs.
+    """
     args = {}
     for item in argv:
         key, sep, value = item.partition("=")
-        if not sep or key not in KEYS:
-            raise SystemExit(f"bad argument {item!r}; expected key=value with key in {KEYS}")
+        if not sep or key not in keys:
+            raise SystemExit(f"bad argument {item!r}; expected key=value with key in {keys}")
         args[key] = value
     if "run_dir" not in args and "checkpoint" not in args:
         raise SystemExit("give run_dir=<run directory> or checkpoint=<file.pt>")

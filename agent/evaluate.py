@@ -69,19 +69,13 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from agent.analyze import parse
     from agent.online import load_online_agent
     from agent.trainer import obs_info, seed_everything
     from envs import make_env
 
-    args = {}
-    for item in sys.argv[1:] if argv is None else argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in KEYS:
-            raise SystemExit(f"bad argument {item!r}; expected key=value with key in {KEYS}")
-        args[key] = value
-    source = args.get("checkpoint") or args.get("run_dir")
-    if not source:
-        raise SystemExit("give run_dir=<run directory> or checkpoint=<file.pt>")
+    args = parse(sys.argv[1:] if argv is None else argv, KEYS)
+    source = args.get("checkpoint") or args["run_dir"]
     agent, cfg = load_online_agent(source, args.get("device", "cpu"))
     seed_everything(int(cfg["seed"]))
     env = make_env(cfg, num_envs=1, seed=int(cfg["seed"]) + 20_000, device="cpu")

@@ -22,7 +22,7 @@ from agent.heads import discount_from_episode_length
 from agent.logger import Logger
 from agent.tdmpc import TDMPCModel
 from agent.tdmpc_agent import TDMPCAgent, TDMPCConfig
-from agent.trainer import aux_data_keys, obs_info, rng_state, seed_everything, set_rng_state
+from agent.trainer import aux_data_keys, obs_info, resolve_device, rng_state, seed_everything, set_rng_state
 from agent.world_model import WorldModel
 from envs import make_env
 from planner.mppi import MPPIConfig
@@ -68,9 +68,7 @@ class OnlineTrainer:
     def __init__(self, cfg: Any, run_dir: str | Path) -> None:
         self.cfg = c = to_dict(cfg)
         self.run_dir, a = Path(run_dir), c["agent"]
-        self.device = torch.device(c["device"])
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device=cuda was asked for but torch.cuda.is_available() is False")
+        self.device = resolve_device(c["device"])
         seed_everything(int(c["seed"]))
         self.env = make_env(c, num_envs=1, seed=int(c["seed"]), device="cpu")
         self.eval_env = make_env(c, num_envs=1, seed=int(c["seed"]) + 10_000, device="cpu")

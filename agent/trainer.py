@@ -28,6 +28,14 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
+def resolve_device(name: str) -> torch.device:
+    """``cfg.device`` -> a torch device, with a clear error when CUDA is asked for but absent."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but torch.cuda.is_available() is False")
+    return device
+
+
 def obs_info(env) -> tuple[str, tuple[int, ...], int]:
     """(observation key, one observation's shape, action size) from the env's specs."""
     spec = env.observation_spec
@@ -78,9 +86,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         c = self.cfg
-        self.device = torch.device(c["device"])
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device=cuda was asked for but torch.cuda.is_available() is False")
+        self.device = resolve_device(c["device"])
         seed_everything(int(c["seed"]))
         d = c["data"]
         self.env = make_env(c, num_envs=int(d["num_envs"]), seed=int(c["seed"]), device="cpu")

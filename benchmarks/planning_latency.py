@@ -9,29 +9,18 @@ Baseline in the same run: acting with the policy prior alone (no planning). Stat
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+
+from timing import timed
 
 from agent.online import build_tdmpc_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 OBS, ACT, H, B = 24, 6, 3, 256
 
-
-def timed(fn, n: int, device: str) -> float:
-    """Seconds per call after two warm-up calls."""
-    fn(), fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / n
 
 
 def main() -> None:

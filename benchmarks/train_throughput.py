@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import resource
-import time
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+
+from timing import timed
 
 from agent.build import build_agent
 from agent.data import RepeatedRandomPolicy, add_rollout, make_buffer, make_collector, to_time_major
@@ -39,21 +40,6 @@ def filled_buffer(cfg, frames: int = 20_000):
     collector.shutdown()
     return buffer
 
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(fn, n: int, device: str) -> float:
-    """Seconds per call after two warm-up calls."""
-    fn(), fn()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    sync(device)
-    return (time.perf_counter() - start) / n
 
 
 def main() -> None:
