@@ -25,8 +25,10 @@ class EnsembleLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(num, in_dim, out_dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(num, 1, out_dim).uniform_(-bound, bound))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+    def forward(self, x: Tensor, members: Tensor | None = None) -> Tensor:
+        if members is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias[members], x, self.weight[members])
 
 
 class EnsembleLayerNorm(nn.Module):
@@ -37,15 +39,17 @@ class EnsembleLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(num, 1, dim))
         self.bias = nn.Parameter(torch.zeros(num, 1, dim))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
+    def forward(self, x: Tensor, members: Tensor | None = None) -> Tensor:
+        w, b = (self.weight, self.bias) if members is None else (self.weight[members], self.bias[members])
+        return F.layer_norm(x, x.shape[-1:]) * w + b
 
 
 class QEnsemble(nn.Module):
     """``num_q`` Q-functions, each (Linear -> Dropout -> LN -> Mish) -> (Linear -> LN -> Mish) -> Linear.
 
-    ``x [..., in_dim]`` (latent and action concatenated) -> logits ``[num_q, ..., num_bins]``. The
-    last layer is zero-initialised and dropout acts on the first layer (TD-MPC2).
+    ``x [..., in_dim]`` (latent and action concatenated) -> logits ``[num_q, ..., num_bins]``, or
+    ``[len(members), ..., num_bins]`` for a subset of members (only those are computed). The last
+    layer is zero-initialised and dropout acts on the first layer (TD-MPC2).
     """
 
     def __init__(self, in_dim: int, hidden: int, num_q: int = 5, num_bins: int = 101, dropout: float = 0.01) -> None:
@@ -60,12 +64,18 @@ class QEnsemble(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, members: Tensor | None = None) -> Tensor:
         lead = x.shape[:-1]
-        h = x.reshape(1, -1, x.shape[-1]).expand(self.num_q, -1, -1)
-        h = F.mish(self.n1(self.drop(self.l1(h))))
-        h = F.mish(self.n2(self.l2(h)))
-        return self.out(h).reshape(self.num_q, *lead, -1)
+        num = self.num_q if members is None else members.shape[0]
+        h = x.reshape(1, -1, x.shape[-1]).expand(num, -1, -1)
+        h = F.mish(self.n1(self.drop(self.l1(h, members)), members))
+        h = F.mish(self.n2(self.l2(h, members), members))
+        return self.out(h, members).reshape(num, *lead, -1)
+
+    def random_pair(self, generator: torch.Generator | None = None) -> Tensor:
+        """Indices of 2 distinct random members (TD-MPC2 evaluates 2 of the ensemble): ``[2]``."""
+        dev = generator.device if generator is not None else "cpu"
+        return torch.randperm(self.num_q, generator=generator, device=dev)[:2].to(self.l1.weight.device)
 
     def member(self, i: int) -> nn.Sequential:
         """Member ``i`` as a plain module stack (a copy; for checks and inspection)."""

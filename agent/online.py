@@ -83,6 +83,7 @@ class OnlineTrainer:
                 f"slice sampler drops episodes shorter than the horizon (the fast successes); use agent.horizon=1"
             )
         self.seed_steps = int(a["seed_steps"]) if a["seed_steps"] is not None else max(1000, 5 * length)
+        self.pretrain_updates = int(a["pretrain_updates"]) if a.get("pretrain_updates") is not None else self.seed_steps
         self.buffer = TensorDictReplayBuffer(
             storage=LazyTensorStorage(int(c["data"]["buffer_size"])),
             sampler=SliceSampler(slice_len=self.horizon, traj_key="episode", strict_length=True, cache_values=True),
@@ -164,7 +165,10 @@ class OnlineTrainer:
                     self.episode, ep_return = self.episode + 1, 0.0
                     self.agent.planner.reset()
                 if self.step >= self.seed_steps and len(self.buffer) >= max(self.horizon * 4, int(c["batch_size"])):
-                    for _ in range(int(a["updates_per_step"])):
+                    n = int(a["updates_per_step"])
+                    if self.step == self.seed_steps:  # TD-MPC2: a burst of updates on the seed data
+                        n = max(n, self.pretrain_updates)
+                    for _ in range(n):
                         metrics = self.agent.update(self._batch())
                     if self.step % int(c["log"]["every"]) == 0:
                         rate = (self.step - steps0) / (time.perf_counter() - t0)

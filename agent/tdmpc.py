@@ -81,21 +81,18 @@ class TDMPCModel(nn.Module):
         """Probability that ``z`` is terminal ``[..., 1]``."""
         return torch.sigmoid(self.termination_logit(z))
 
-    def q_logits(self, z: Tensor, action: Tensor, target: bool = False) -> Tensor:
-        """All ensemble members' logits ``[num_q, ..., num_bins]`` (online or Polyak target)."""
+    def q_logits(self, z: Tensor, action: Tensor, target: bool = False, members: Tensor | None = None) -> Tensor:
+        """Ensemble members' logits ``[num_q or len(members), ..., num_bins]`` (online or Polyak target)."""
         heads = self.target_qs if target else self.qs
-        return heads(torch.cat([z, action], -1))
+        return heads(torch.cat([z, action], -1), members)
 
-    def q_values(self, z: Tensor, action: Tensor, target: bool = False) -> Tensor:
-        """All members' values ``[num_q, ..., 1]``."""
-        return two_hot_inv(self.q_logits(z, action, target), self.vmin, self.vmax)
+    def q_values(self, z: Tensor, action: Tensor, target: bool = False, members: Tensor | None = None) -> Tensor:
+        """Members' values ``[num_q or len(members), ..., 1]``; only ``members`` are computed when given."""
+        return two_hot_inv(self.q_logits(z, action, target, members), self.vmin, self.vmax)
 
     def Q(self, z: Tensor, action: Tensor, generator: torch.Generator | None = None) -> Tensor:  # noqa: N802
         """Mean of two random members' values ``[..., 1]`` (TD-MPC2's ``return_type='avg'``)."""
-        q = self.q_values(z, action)
-        dev = generator.device if generator is not None else "cpu"
-        idx = torch.randperm(q.shape[0], generator=generator, device=dev)[:2].to(q.device)
-        return q[idx].mean(0)
+        return self.q_values(z, action, members=self.qs.random_pair(generator)).mean(0)
 
     def pi(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A policy-prior action sample ``[..., A]``."""

@@ -89,7 +89,7 @@ class TDMPCAgent(nn.Module):
             flat = {k: batch[k].flatten(0, 1) for k in self.aux.data_keys}
             target = self.aux.target(flat)
             target = target.reshape(*batch["obs"].shape[:2], *target.shape[1:])
-        terms = world_model_losses(
+        terms, rollout = world_model_losses(
             self.model, self.aux, batch, target,
             routing=c.routing, rho=c.rho, detach_target=c.detach_target, discount=c.discount,
         )  # fmt: skip
@@ -101,9 +101,7 @@ class TDMPCAgent(nn.Module):
         params = [p for g in self.optim.param_groups for p in g["params"]]
         grad_norm = nn.utils.clip_grad_norm_(params, c.grad_clip)
         self.optim.step()
-        with torch.no_grad():
-            z = self.model.encode(batch["obs"])
-        pi_loss = policy_loss(self.model, z, self.scale, c.entropy_coef, c.rho)
+        pi_loss = policy_loss(self.model, rollout, self.scale, c.entropy_coef, c.rho)  # TD-MPC2: on the rollout
         self.pi_optim.zero_grad(set_to_none=True)
         pi_loss.backward()
         nn.utils.clip_grad_norm_(self.model.policy.parameters(), c.grad_clip)

@@ -37,6 +37,18 @@ def test_q_ensemble_dropout_only_in_training_and_zero_init_output():
         QEnsemble(4, 8, num_q=1)
 
 
+def test_q_ensemble_member_subset_equals_slice_of_full_ensemble():
+    torch.manual_seed(0)
+    q = QEnsemble(in_dim=6, hidden=16, num_q=5, num_bins=11).eval()
+    for p in q.out.parameters():
+        torch.nn.init.normal_(p)
+    x = torch.randn(3, 4, 6)
+    members = torch.tensor([3, 1])
+    torch.testing.assert_close(q(x, members), q(x)[members])
+    pairs = {tuple(q.random_pair(torch.Generator().manual_seed(s)).tolist()) for s in range(30)}
+    assert all(a != b and 0 <= a < 5 and 0 <= b < 5 for a, b in pairs) and len(pairs) > 5
+
+
 def test_td_target_takes_min_of_two_random_members():
     next_q = torch.tensor([[[1.0]], [[5.0]], [[3.0]]])  # [E=3, N=1, 1]
     seen = set()

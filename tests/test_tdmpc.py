@@ -93,7 +93,7 @@ def test_routing_holds_for_every_td_mpc2_term(routing):
         torch.nn.init.normal_(p, std=0.1)
     data = batch()
     target = agent.aux.target({"obs": data["obs"].flatten(0, 1)}).reshape(H + 1, B, -1)
-    terms = world_model_losses(agent.model, agent.aux, data, target, routing=routing, rho=0.5, detach_target=False, discount=0.99)
+    terms, _ = world_model_losses(agent.model, agent.aux, data, target, routing=routing, rho=0.5, detach_target=False, discount=0.99)
     enc = list(agent.model.wm.encoder.parameters())
     for name, term in terms.items():
         grads = torch.autograd.grad(term, enc, retain_graph=True, allow_unused=True)
