@@ -103,7 +103,7 @@ class PJEPAAgent(nn.Module):
             NonFiniteLossError: the total loss is NaN/inf; no parameter was changed.
         """
         self.train()
-        terms, z = self.losses(batch)
+        terms, _ = self.losses(batch)
         total = sum(self.cfg.loss_scales.get(k, 0.0) * v for k, v in terms.items())
         if not torch.isfinite(total):
             raise NonFiniteLossError(f"non-finite loss: { {k: float(v.detach()) for k, v in terms.items()} }")
@@ -116,7 +116,9 @@ class PJEPAAgent(nn.Module):
         metrics.update({"loss/total": total.detach(), "grad_norm": grad_norm.detach()})
         if self.probe is not None:
             n = self.cfg.probe_batch
-            probe_loss = self.probe.loss(z[0, :n], batch["obs"][0, :n])
+            obs0 = batch["obs"][0, :n]
+            # clean latents, as the probe is evaluated on: training ones are of shift-augmented frames
+            probe_loss = self.probe.loss(self.encode(obs0), obs0)
             self.probe_optim.zero_grad(set_to_none=True)
             probe_loss.backward()
             self.probe_optim.step()

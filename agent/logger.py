@@ -14,18 +14,26 @@ class Logger:
     Each table's columns are fixed by its first row; later rows with new keys raise, so every
     file stays one table (``metrics`` for losses, e.g. ``episodes`` or ``eval`` for others).
     ``.item()`` happens here, not in the training maths.
+
+    A run resumed from its checkpoint at step ``resume_step`` appends to the existing tables
+    after dropping the rows logged past that step (a killed run logs after its last checkpoint;
+    the resumed run logs those steps again), and purges them from TensorBoard likewise.
     """
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume: bool = False) -> None:
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None) -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.resume = resume
+        self.resume = resume_step is not None
         self._fields: dict[str, list[str]] = {}
+        if resume_step is not None:
+            for path in self.dir.glob("*.csv"):
+                truncate_after(path, resume_step)
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.dir / "tb"))
+            purge = None if resume_step is None else resume_step + 1
+            self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=purge)
 
     def _columns(self, table: str, row: dict[str, float]) -> tuple[Path, list[str]]:
         path = self.dir / f"{table}.csv"
@@ -56,3 +64,13 @@ class Logger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def truncate_after(path: Path, step: int) -> None:
+    """Drop the rows of a logger CSV whose ``step`` column is greater than ``step``."""
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(float(r[0])) <= step]
+    if len(kept) != len(rows):
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows(kept)

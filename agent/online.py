@@ -100,7 +100,7 @@ class OnlineTrainer:
             raise ValueError(f"unknown agent.collect {a['collect']!r}; expected 'planner' or 'random'")
         self.step, self.episode = 0, 0
         resumed = self._maybe_resume()
-        self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume=resumed)
+        self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume_step=self.step if resumed else None)
 
     def _act(self, td: TensorDict, random: bool) -> torch.Tensor:
         """An action for the env's (possibly batch-of-one) tensordict.

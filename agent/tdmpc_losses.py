@@ -68,11 +68,13 @@ def world_model_losses(
 def policy_loss(model: TDMPCModel, z: Tensor, scale: RunningScale, entropy_coef: float, rho: float) -> Tensor:
     """TD-MPC2's prior loss on detached latents ``z [H, B, D]``: ``-(Q/scale + entropy_coef * H)``.
 
-    Q is the mean of 2 random ensemble members, as TD-MPC2's ``return_type='avg'``.
+    Q is the mean of 2 random ensemble members, as TD-MPC2's ``return_type='avg'``; the entropy
+    bonus is scaled by the action dimension, as TD-MPC2 scales it.
     """
     z = z.detach()
     action, log_prob, _ = model.policy(z)
     q = model.q_values(z, action, members=model.qs.random_pair()).mean(0)  # [H, B, 1]
     scale.update(q[0])
     weights = rho_weights(z.shape[0], rho, z)[:, None, None]
-    return -(weights * (scale(q) - entropy_coef * log_prob)).mean(dim=(1, 2)).mean()
+    entropy = -log_prob * action.shape[-1]
+    return -(weights * (scale(q) + entropy_coef * entropy)).mean(dim=(1, 2)).mean()

@@ -103,7 +103,7 @@ class Trainer:
         policy = RepeatedRandomPolicy(spec.space.low, spec.space.high, int(d["action_repeat"]), seed=int(c["seed"]) + self.step)
         self.collector = make_collector(self.env, policy, int(d["frames_per_collect"]))
         self.buffer = make_buffer(int(d["buffer_size"]), self.horizon, int(c["batch_size"]))
-        self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume=resumed)
+        self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume_step=self.step if resumed else None)
         self.frames = 0
         self._monitor: tuple[torch.Tensor, torch.Tensor] | None = None
         self._collect_iter = None

@@ -93,6 +93,16 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_cfg, tmp_path):
     assert steps == [3, 6, 9, 12]
 
 
+def test_resumed_run_drops_rows_logged_after_its_checkpoint(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg("steps=6", "analysis.every=0"), tmp_path).run()
+    csv_path = tmp_path / "metrics.csv"
+    header, *rows = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([header, *rows, "9" + rows[-1][1:]]) + "\n")  # as if killed after logging step 9
+    Trainer(tiny_cfg("steps=12", "analysis.every=0"), tmp_path).run()
+    steps = [int(line.split(",")[0]) for line in csv_path.read_text().splitlines()[1:]]
+    assert steps == [3, 6, 9, 12]
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
     trainer = Trainer(tiny_cfg("steps=12", "analysis.every=0"), tmp_path)
     real = trainer.agent.losses
