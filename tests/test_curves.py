@@ -1,0 +1,36 @@
+"""Learning-curve plots of online runs (agent.curves)."""
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+
+from agent.curves import action_repeat, main, read_table
+
+
+def fake_run(root: Path, name: str, repeat: int | None) -> Path:
+    run = root / name
+    run.mkdir()
+    (run / "eval.csv").write_text("step,eval/return,eval/success\n100,1.5,0.0\n200,3.0,0.5\n")
+    (run / "episodes.csv").write_text("step,train/episode_return\n50,0.5\n100,1.0\n150,2.0\n")
+    if repeat is not None:
+        (run / ".hydra").mkdir()
+        (run / ".hydra" / "config.yaml").write_text(f"task:\n  suite: dmc\n  action_repeat: {repeat}\n")
+    return run
+
+
+def test_curves_cli_plots_runs_and_scales_steps_by_action_repeat(tmp_path):
+    a, b = fake_run(tmp_path, "a", 2), fake_run(tmp_path, "b", None)
+    assert action_repeat(a) == 2 and action_repeat(b) == 1
+    assert read_table(a / "eval.csv")["eval/return"] == [1.5, 3.0]
+    out = main([str(a), str(b), "--out", str(tmp_path / "c.png"), "--labels", "x", "y"])
+    image = iio.imread(out)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
+    assert main([str(a), "--metric", "success", "--out", str(tmp_path / "s.png")]).exists()
+
+
+def test_curves_cli_rejects_a_directory_without_eval_csv(tmp_path):
+    with pytest.raises(FileNotFoundError, match="online"):
+        main([str(tmp_path), "--out", str(tmp_path / "c.png")])
+    with pytest.raises(SystemExit):
+        main([str(fake_run(tmp_path, "a", 1)), "--labels", "one", "two"])
