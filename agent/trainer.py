@@ -53,7 +53,7 @@ def aux_data_keys(aux, env, task_name: str) -> tuple[str, ...]:
     if missing:
         raise ValueError(
             f"aux target {aux.name!r} needs {missing} from the env, which task {task_name!r} does not "
-            f"provide (the counting task gives 'obs_reward'); use aux=random or aux=none here"
+            f"provide (the counting and control tasks give 'obs_reward'); use aux=random or aux=none here"
         )
     return keys
 

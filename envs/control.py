@@ -2,7 +2,8 @@
 
 Every control env leaves here with: ``observation`` float32 ``[D]`` (state tasks) or ``pixels``
 uint8 ``[3 * frame_stack, H, W]`` (pixel tasks), actions in [-1, 1] (``ActionScaling``),
-``step_count`` and truncation after ``episode_length / action_repeat`` steps (``StepCounter``).
+``step_count`` and truncation after ``episode_length / action_repeat`` steps (``StepCounter``), and
+``obs_reward`` float32 ``[1]`` (:class:`ArrivalReward`), the target of the reward auxiliary task.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from torchrl.envs import (
     PermuteTransform,
     SerialEnv,
     StepCounter,
+    Transform,
     TransformedEnv,
 )
+from torchrl.data import Unbounded
 
 OBS_TYPES = ("state", "pixels")
 
@@ -30,6 +33,30 @@ def check_obs_type(obs_type: str) -> str:
     if obs_type not in OBS_TYPES:
         raise ValueError(f"unknown obs_type {obs_type!r}; expected one of {OBS_TYPES}")
     return obs_type
+
+
+class ArrivalReward(Transform):
+    """``obs_reward``: the reward received on arriving at the current observation (0 after a reset).
+
+    The reward aux target ``p(o_t) = r(o_t)`` for control tasks. DMC rewards are computed from the
+    physics state after the step, so for state-only rewards this is the reward of ``o_t`` itself
+    (tasks with a control-cost term, e.g. cartpole, mix in the previous action); gymnasium's
+    Pendulum-v1 scores the pre-step state and action, so there it is ``r(o_{t-1}, a_{t-1})``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(in_keys=["reward"], out_keys=["obs_reward"])
+
+    def _step(self, tensordict, next_tensordict):
+        return next_tensordict.set("obs_reward", next_tensordict["reward"].clone())
+
+    def _reset(self, tensordict, tensordict_reset):
+        return tensordict_reset.set("obs_reward", self.parent.full_reward_spec["reward"].zero())
+
+    def transform_observation_spec(self, observation_spec):
+        reward = self.parent.full_reward_spec["reward"]
+        observation_spec["obs_reward"] = Unbounded(shape=reward.shape, dtype=reward.dtype, device=reward.device)
+        return observation_spec
 
 
 def standardise(
@@ -51,6 +78,7 @@ def standardise(
         env.append_transform(PermuteTransform((-1, -3, -2), in_keys=["pixels"]))  # HWC -> CHW
         env.append_transform(CatFrames(N=frame_stack, dim=-3, in_keys=["pixels"]))
     env.append_transform(DoubleToFloat())
+    env.append_transform(ArrivalReward())
     env.append_transform(ActionScaling())
     env.append_transform(StepCounter(max_steps=max_steps))
     return env

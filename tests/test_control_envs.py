@@ -91,5 +91,27 @@ def test_pjepa_trains_on_a_state_control_task(tmp_path):
     assert trainer.agent.wm.kind == "state"
     assert trainer.run() == {}  # the count analysis is for the counting task only
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    reward_aux = compose_cfg("task=dmc/cartpole-swingup", "aux=reward", "data.num_envs=2", "steps=3", "analysis.every=0")
+    Trainer(reward_aux, tmp_path / "b").run()  # the reward aux reads the arrival reward (obs_reward)
+    assert (tmp_path / "b" / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("task", [dmc("cartpole-swingup", episode_length=20), {"suite": "gym", "name": "Pendulum-v1", "episode_length": 10}])
+def test_obs_reward_is_the_reward_of_arriving_at_the_observation(task):
+    td = make_env({"task": task, "seed": 0}).rollout(10)
+    assert td["obs_reward"].shape == td["next", "reward"].shape and td["obs_reward"].dtype == torch.float32
+    assert td["obs_reward"][0].item() == 0.0  # nothing was received before the reset
+    torch.testing.assert_close(td["obs_reward"][1:], td["next", "reward"][:-1])
+    torch.testing.assert_close(td["next", "obs_reward"], td["next", "reward"])
+    assert td["next", "reward"].abs().sum() > 0
+
+
+def test_aux_keys_missing_from_an_env_fail_clearly():
+    from types import SimpleNamespace
+
+    from agent.trainer import aux_data_keys
+
+    env = SimpleNamespace(observation_spec={"observation": None})
+    aux = SimpleNamespace(name="reward", data_keys=("obs", "obs_reward"))
     with pytest.raises(ValueError, match="needs \\['obs_reward'\\] from the env"):
-        Trainer(compose_cfg("task=dmc/cartpole-swingup", "aux=reward", "data.num_envs=2"), tmp_path / "b")
+        aux_data_keys(aux, env, "custom")

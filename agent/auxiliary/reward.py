@@ -13,6 +13,9 @@ from agent.nets import mlp
 class RewardAux(AuxTask):
     """``p(o) = r(o)``: the reward of the observation itself (``obs_reward``, pre-action).
 
+    The counting env computes it from the frame; control envs give the reward received on
+    arriving at the observation (:class:`envs.control.ArrivalReward`).
+
     Args:
         latent_dim, obs_shape: filled in by the agent.
         hidden_dim: width of the head's hidden layers.
