@@ -109,3 +109,14 @@ def test_paper_random_collection_holds_actions(tmp_path):
     td.set("step_count", torch.tensor([[1]]))
     first = trainer._act(td.clone().set("step_count", torch.tensor([[0]])), random=True)
     assert torch.equal(trainer._act(td, random=True), first)  # held within the repeat window
+
+
+def test_seed_steps_end_with_a_burst_of_pretraining_updates(tmp_path, monkeypatch):
+    from agent.online import OnlineTrainer
+
+    cfg = online_cfg("task=gym/Pendulum-v1", "aux=none", "task.episode_length=20", "agent.total_steps=50", "agent.pretrain_updates=7")
+    trainer = OnlineTrainer(cfg, tmp_path)
+    real, at = trainer.agent.update, []
+    monkeypatch.setattr(trainer.agent, "update", lambda batch: at.append(trainer.step) or real(batch))
+    trainer.run()
+    assert at.count(40) == 7 and at[7:] == list(range(41, 51))  # burst at seed_steps=40, then 1 per step
