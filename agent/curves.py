@@ -19,13 +19,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 
-def read_table(path: Path) -> dict[str, list[float]]:
-    """A logger CSV as ``{column: values}`` (empty cells dropped row-wise per column)."""
+def read_xy(path: Path, column: str) -> tuple[list[float], list[float]]:
+    """``(steps, values)`` of one column of a logger CSV, skipping rows where it is empty."""
     with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = [r for r in csv.DictReader(f) if r.get(column)]
     if not rows:
-        return {}
-    return {k: [float(r[k]) for r in rows if r.get(k)] for k in rows[0]}
+        raise ValueError(f"{path} has no values of {column!r} yet")
+    return [float(r["step"]) for r in rows], [float(r[column]) for r in rows]
 
 
 def action_repeat(run_dir: Path) -> int:
@@ -48,12 +48,12 @@ def plot_curves(run_dirs: list[Path], out: Path, metric: str = "return", labels:
         if not eval_csv.exists():
             raise FileNotFoundError(f"{eval_csv} not found: is {run_dir} an online (agent=tdmpc2) run directory?")
         repeat = action_repeat(run_dir)
-        ev = read_table(eval_csv)
-        (line,) = ax.plot([s * repeat for s in ev["step"]], ev[f"eval/{metric}"], "o-", label=label)
+        steps, values = read_xy(eval_csv, f"eval/{metric}")
+        (line,) = ax.plot([s * repeat for s in steps], values, "o-", label=label)
         episodes = run_dir / "episodes.csv"
         if metric == "return" and episodes.exists():
-            tr = read_table(episodes)
-            ax.plot([s * repeat for s in tr["step"]], tr["train/episode_return"], color=line.get_color(), alpha=0.3)
+            steps, values = read_xy(episodes, "train/episode_return")
+            ax.plot([s * repeat for s in steps], values, color=line.get_color(), alpha=0.3)
     ax.set_xlabel("env steps")
     ax.set_ylabel(f"eval {metric}" + (" (faint: training episodes)" if metric == "return" else ""))
     ax.grid(alpha=0.3)

@@ -74,7 +74,7 @@ class QEnsemble(nn.Module):
 
     def random_pair(self, generator: torch.Generator | None = None) -> Tensor:
         """Indices of 2 distinct random members (TD-MPC2 evaluates 2 of the ensemble): ``[2]``."""
-        dev = generator.device if generator is not None else "cpu"
+        dev = generator.device if generator is not None else self.l1.weight.device  # no host sync
         return torch.randperm(self.num_q, generator=generator, device=dev)[:2].to(self.l1.weight.device)
 
     def member(self, i: int) -> nn.Sequential:
@@ -122,8 +122,9 @@ class TanhGaussianPolicy(nn.Module):
 
 def td_target(reward: Tensor, next_q: Tensor, terminated: Tensor, discount: float | Tensor, generator: torch.Generator | None = None) -> Tensor:
     """``r + discount * (1 - terminated) * min(Q_i, Q_j)`` over 2 random members of ``next_q [E, ..., 1]``."""
-    idx = torch.randperm(next_q.shape[0], generator=generator)[:2].to(next_q.device)
-    return reward + discount * (1 - terminated.to(reward.dtype)) * next_q[idx].min(0).values
+    if next_q.shape[0] > 2:
+        next_q = next_q[torch.randperm(next_q.shape[0], generator=generator)[:2].to(next_q.device)]
+    return reward + discount * (1 - terminated.to(reward.dtype)) * next_q.min(0).values
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ class Logger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            purge = None if resume_step is None else resume_step + 1
+            purge = 0 if resume_step is None else resume_step + 1  # a fresh run also drops stale events
             self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=purge)
 
     def _columns(self, table: str, row: dict[str, float]) -> tuple[Path, list[str]]:
@@ -67,10 +67,17 @@ class Logger:
 
 
 def truncate_after(path: Path, step: int) -> None:
-    """Drop the rows of a logger CSV whose ``step`` column is greater than ``step``."""
+    """Drop the rows of a logger CSV whose ``step`` column is greater than ``step``.
+
+    Also drops half-written rows (a kill mid-write) and removes a file without a header, so the
+    resumed run starts that table afresh.
+    """
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
-    kept = rows[:1] + [r for r in rows[1:] if r and int(float(r[0])) <= step]
-    if len(kept) != len(rows):
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerows(kept)
+    if not rows or rows[0][:1] != ["step"]:
+        path.unlink()
+        return
+    header = rows[0]
+    kept = [r for r in rows[1:] if len(r) == len(header) and int(float(r[0])) <= step]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *kept])

@@ -84,6 +84,8 @@ class OnlineTrainer:
             )
         self.seed_steps = int(a["seed_steps"]) if a["seed_steps"] is not None else max(1000, 5 * length)
         self.pretrain_updates = int(a["pretrain_updates"]) if a.get("pretrain_updates") is not None else self.seed_steps
+        if int(a["updates_per_step"]) < 1 or self.pretrain_updates < 0:
+            raise ValueError(f"need agent.updates_per_step >= 1 and agent.pretrain_updates >= 0, got {a['updates_per_step']}, {self.pretrain_updates}")
         self.buffer = TensorDictReplayBuffer(
             storage=LazyTensorStorage(int(c["data"]["buffer_size"])),
             sampler=SliceSampler(slice_len=self.horizon, traj_key="episode", strict_length=True, cache_values=True),
@@ -100,6 +102,7 @@ class OnlineTrainer:
             raise ValueError(f"unknown agent.collect {a['collect']!r}; expected 'planner' or 'random'")
         self.step, self.episode = 0, 0
         resumed = self._maybe_resume()
+        self.pretrained = self.step > self.seed_steps  # the burst happened before the checkpoint
         self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume_step=self.step if resumed else None)
 
     def _act(self, td: TensorDict, random: bool) -> torch.Tensor:
@@ -166,8 +169,8 @@ class OnlineTrainer:
                     self.agent.planner.reset()
                 if self.step >= self.seed_steps and len(self.buffer) >= max(self.horizon * 4, int(c["batch_size"])):
                     n = int(a["updates_per_step"])
-                    if self.step == self.seed_steps:  # TD-MPC2: a burst of updates on the seed data
-                        n = max(n, self.pretrain_updates)
+                    if not self.pretrained:  # TD-MPC2: a burst of updates on the seed data, once
+                        n, self.pretrained = max(n, self.pretrain_updates), True
                     for _ in range(n):
                         metrics = self.agent.update(self._batch())
                     if self.step % int(c["log"]["every"]) == 0:

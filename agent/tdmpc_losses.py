@@ -69,7 +69,8 @@ def policy_loss(model: TDMPCModel, z: Tensor, scale: RunningScale, entropy_coef:
     """TD-MPC2's prior loss on detached latents ``z [H, B, D]``: ``-(Q/scale + entropy_coef * H)``.
 
     Q is the mean of 2 random ensemble members, as TD-MPC2's ``return_type='avg'``; the entropy
-    bonus is scaled by the action dimension, as TD-MPC2 scales it.
+    bonus is scaled by the action dimension as in TD-MPC2, but from the squashed (tanh-corrected)
+    log-prob, where TD-MPC2's scaled entropy works out to the pre-squash Gaussian one.
     """
     z = z.detach()
     action, log_prob, _ = model.policy(z)

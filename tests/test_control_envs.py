@@ -106,6 +106,19 @@ def test_obs_reward_is_the_reward_of_arriving_at_the_observation(task):
     assert td["next", "reward"].abs().sum() > 0
 
 
+def test_obs_reward_is_zero_after_every_reset_of_a_batched_env():
+    env = make_env({"task": dmc("cartpole-swingup", episode_length=6), "seed": 0}, num_envs=2)  # 3 agent steps
+    td, resets = env.reset(), 0
+    for _ in range(7):
+        td.set("action", env.action_spec.rand())
+        stepped, td = env.step_and_maybe_reset(td)
+        done = stepped["next", "done"].squeeze(-1)
+        assert (td["obs_reward"][done] == 0).all()
+        torch.testing.assert_close(td["obs_reward"][~done], stepped["next", "reward"][~done])
+        resets += int(done.sum())
+    assert resets == 4
+
+
 def test_aux_keys_missing_from_an_env_fail_clearly():
     from types import SimpleNamespace
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 
-from agent.curves import action_repeat, main, read_table
+from agent.curves import action_repeat, main, read_xy
 
 
 def fake_run(root: Path, name: str, repeat: int | None) -> Path:
@@ -22,7 +22,7 @@ def fake_run(root: Path, name: str, repeat: int | None) -> Path:
 def test_curves_cli_plots_runs_and_scales_steps_by_action_repeat(tmp_path):
     a, b = fake_run(tmp_path, "a", 2), fake_run(tmp_path, "b", None)
     assert action_repeat(a) == 2 and action_repeat(b) == 1
-    assert read_table(a / "eval.csv")["eval/return"] == [1.5, 3.0]
+    assert read_xy(a / "eval.csv", "eval/return") == ([100.0, 200.0], [1.5, 3.0])
     out = main([str(a), str(b), "--out", str(tmp_path / "c.png"), "--labels", "x", "y"])
     image = iio.imread(out)
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
@@ -34,3 +34,6 @@ def test_curves_cli_rejects_a_directory_without_eval_csv(tmp_path):
         main([str(tmp_path), "--out", str(tmp_path / "c.png")])
     with pytest.raises(SystemExit):
         main([str(fake_run(tmp_path, "a", 1)), "--labels", "one", "two"])
+    (tmp_path / "a" / "eval.csv").write_text("step,eval/return,eval/success\n")  # header only
+    with pytest.raises(ValueError, match="no values of 'eval/return' yet"):
+        main([str(tmp_path / "a"), "--out", str(tmp_path / "c.png")])

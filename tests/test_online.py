@@ -99,6 +99,8 @@ def test_online_bad_setups_fail_at_start(tmp_path):
         OnlineTrainer(online_cfg("task=counting", "agent.horizon=3"), tmp_path / "b")
     with pytest.raises(ValueError, match="unknown agent.collect 'mixed'"):
         OnlineTrainer(online_cfg("task=counting", "agent.horizon=1", "agent.collect=mixed"), tmp_path / "c")
+    with pytest.raises(ValueError, match="updates_per_step >= 1"):
+        OnlineTrainer(online_cfg("task=counting", "agent.horizon=1", "agent.updates_per_step=0"), tmp_path / "d")
 
 
 def test_paper_random_collection_holds_actions(tmp_path):

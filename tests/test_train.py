@@ -97,10 +97,12 @@ def test_resumed_run_drops_rows_logged_after_its_checkpoint(tiny_cfg, tmp_path):
     Trainer(tiny_cfg("steps=6", "analysis.every=0"), tmp_path).run()
     csv_path = tmp_path / "metrics.csv"
     header, *rows = csv_path.read_text().splitlines()
-    csv_path.write_text("\n".join([header, *rows, "9" + rows[-1][1:]]) + "\n")  # as if killed after logging step 9
+    csv_path.write_text("\n".join([header, *rows, "9" + rows[-1][1:], "10,0.5"]))  # killed after step 9, mid-row
+    (tmp_path / "stale.csv").write_text("")  # killed before writing a header
     Trainer(tiny_cfg("steps=12", "analysis.every=0"), tmp_path).run()
     steps = [int(line.split(",")[0]) for line in csv_path.read_text().splitlines()[1:]]
     assert steps == [3, 6, 9, 12]
+    assert not (tmp_path / "stale.csv").exists()
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
