@@ -33,8 +33,7 @@ def action_repeat(run_dir: Path) -> int:
     cfg_path = run_dir / ".hydra" / "config.yaml"
     if not cfg_path.exists():
         return 1
-    task = OmegaConf.load(cfg_path).get("task", {})
-    return int(task.get("action_repeat", 1)) if task.get("suite") != "counting" else 1
+    return int(OmegaConf.load(cfg_path).get("task", {}).get("action_repeat", 1))  # counting has none: 1
 
 
 def plot_curves(run_dirs: list[Path], out: Path, metric: str = "return", labels: list[str] | None = None) -> Path:
