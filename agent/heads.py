@@ -8,6 +8,7 @@ prior, the TD target, Polyak averaging, the running Q scale and the episode-leng
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -98,10 +99,19 @@ class QEnsemble(nn.Module):
         )  # fmt: skip
 
 
+class PolicySample(NamedTuple):
+    """One draw of the policy prior (shapes for ``z [..., D]`` and ``A`` action dims)."""
+
+    action: Tensor  # [..., A] tanh-squashed sample in (-1, 1)
+    log_prob: Tensor  # [..., 1] log-density of ``action`` (tanh-corrected)
+    mean: Tensor  # [..., A] tanh of the Gaussian mean (the deterministic action)
+    gaussian_log_prob: Tensor  # [..., 1] log-density of the pre-squash Gaussian sample
+
+
 class TanhGaussianPolicy(nn.Module):
     """Policy prior: ``z -> tanh(mean + std * eps)`` with ``log_std`` squashed into [min, max].
 
-    ``forward(z [..., D])`` returns ``(action [..., A], log_prob [..., 1], mean_action [..., A])``.
+    ``forward(z [..., D])`` returns a :class:`PolicySample`.
     """
 
     def __init__(self, latent_dim: int, hidden: int, action_dim: int, log_std_min: float = -10.0, log_std_max: float = 2.0) -> None:
@@ -109,7 +119,7 @@ class TanhGaussianPolicy(nn.Module):
         self.net = mlp(latent_dim, [hidden, hidden], 2 * action_dim)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
-    def forward(self, z: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, z: Tensor, generator: torch.Generator | None = None) -> PolicySample:
         mean, raw = self.net(z).chunk(2, -1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(raw) + 1)
         eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
@@ -117,7 +127,7 @@ class TanhGaussianPolicy(nn.Module):
         gauss = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
         action = torch.tanh(pre)
         log_prob = gauss - torch.log(F.relu(1 - action.pow(2)) + 1e-6).sum(-1, keepdim=True)
-        return action, log_prob, torch.tanh(mean)
+        return PolicySample(action, log_prob, torch.tanh(mean), gauss)
 
 
 def td_target(reward: Tensor, next_q: Tensor, terminated: Tensor, discount: float | Tensor, generator: torch.Generator | None = None) -> Tensor:

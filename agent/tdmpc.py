@@ -96,7 +96,7 @@ class TDMPCModel(nn.Module):
 
     def pi(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A policy-prior action sample ``[..., A]``."""
-        return self.policy(z, generator=generator)[0]
+        return self.policy(z, generator=generator).action
 
     def bce_termination(self, z: Tensor, terminated: Tensor) -> Tensor:
         """Binary cross-entropy of the termination head (zero when not episodic): scalar."""

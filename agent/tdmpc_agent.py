@@ -123,5 +123,5 @@ class TDMPCAgent(nn.Module):
         z = self.model.encode(obs.to(self.device))
         if use_planner:
             return (self.eval_planner if eval_mode else self.planner).plan(z, eval_mode=eval_mode)
-        action, _, mean = self.model.policy(z)
-        return mean if eval_mode else action
+        sample = self.model.policy(z)
+        return sample.mean if eval_mode else sample.action

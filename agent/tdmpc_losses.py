@@ -68,14 +68,15 @@ def world_model_losses(
 def policy_loss(model: TDMPCModel, z: Tensor, scale: RunningScale, entropy_coef: float, rho: float) -> Tensor:
     """TD-MPC2's prior loss on detached latents ``z [H, B, D]``: ``-(Q/scale + entropy_coef * H)``.
 
-    Q is the mean of 2 random ensemble members, as TD-MPC2's ``return_type='avg'``; the entropy
-    bonus is scaled by the action dimension as in TD-MPC2, but from the squashed (tanh-corrected)
-    log-prob, where TD-MPC2's scaled entropy works out to the pre-squash Gaussian one.
+    Q is the mean of 2 random ensemble members, as TD-MPC2's ``return_type='avg'``. The entropy
+    bonus is TD-MPC2's scaled entropy: minus the pre-squash Gaussian log-prob times the action
+    dimension (TD-MPC2 writes it as the squashed log-prob times ``scaled / squashed``, which equals
+    this in value and gradient).
     """
     z = z.detach()
-    action, log_prob, _ = model.policy(z)
-    q = model.q_values(z, action, members=model.qs.random_pair()).mean(0)  # [H, B, 1]
+    sample = model.policy(z)
+    q = model.q_values(z, sample.action, members=model.qs.random_pair()).mean(0)  # [H, B, 1]
     scale.update(q[0])
     weights = rho_weights(z.shape[0], rho, z)[:, None, None]
-    entropy = -log_prob * action.shape[-1]
+    entropy = -sample.gaussian_log_prob * sample.action.shape[-1]
     return -(weights * (scale(q) + entropy_coef * entropy)).mean(dim=(1, 2)).mean()

@@ -74,7 +74,7 @@ def test_policy_prior_log_prob_and_bounds():
     pi = TanhGaussianPolicy(latent_dim=5, hidden=16, action_dim=3)
     z = torch.randn(7, 5)
     g = torch.Generator().manual_seed(1)
-    action, log_prob, mean_action = pi(z, generator=g)
+    action, log_prob, mean_action, gauss = pi(z, generator=g)
     assert action.shape == (7, 3) and log_prob.shape == (7, 1) and mean_action.shape == (7, 3)
     assert action.abs().max() < 1
     mean, raw = pi.net(z).chunk(2, -1)
@@ -83,6 +83,9 @@ def test_policy_prior_log_prob_and_bounds():
     dist = TransformedDistribution(Normal(mean, log_std.exp()), [TanhTransform()])
     ref = dist.log_prob(action.clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1, keepdim=True)
     torch.testing.assert_close(log_prob, ref, rtol=1e-2, atol=1e-2)
+    pre = mean + torch.randn(7, 3, generator=torch.Generator().manual_seed(1)) * log_std.exp()
+    torch.testing.assert_close(gauss, Normal(mean, log_std.exp()).log_prob(pre).sum(-1, keepdim=True), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(action, torch.tanh(pre))
 
 
 @pytest.mark.parametrize("length, gamma", [(1000, 0.995), (100, 0.95), (200, (40 - 1) / 40), (4, 0.95)])

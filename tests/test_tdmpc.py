@@ -82,6 +82,24 @@ def test_target_q_follows_by_polyak_and_policy_loss_reaches_only_the_policy():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.model.policy.parameters())
 
 
+def test_policy_entropy_bonus_is_tdmpc2_scaled_gaussian_entropy():
+    """The bonus is -A * (pre-squash Gaussian log-prob), rho-weighted, as TD-MPC2's scaled entropy."""
+    from agent.heads import RunningScale
+    from agent.tdmpc_losses import policy_loss
+
+    m = make_agent().model
+    z = torch.randn(H, B, 16)
+    losses = []
+    for coef in (0.0, 1.0):
+        torch.manual_seed(3)  # the same policy noise and Q pair in both calls
+        losses.append(policy_loss(m, z, RunningScale(), coef, 0.5))
+    torch.manual_seed(3)
+    sample = m.policy(z)
+    rho = torch.tensor([1.0, 0.5, 0.25])[:, None, None]
+    expected = (rho * sample.gaussian_log_prob * A).mean(dim=(1, 2)).mean()
+    torch.testing.assert_close(losses[1] - losses[0], expected)
+
+
 @pytest.mark.parametrize("routing", ["joint", "aux_only"])
 def test_routing_holds_for_every_td_mpc2_term(routing):
     from agent.tdmpc_losses import world_model_losses
