@@ -86,6 +86,11 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         c = self.cfg
+        if c["task"]["suite"] == "counting" and c["task"].get("obs_type", "pixels") != "pixels":
+            raise ValueError(
+                "the representation job analyses a pixel encoder on the counting frames; task.obs_type=state "
+                "(the count as observation) is for agent=tdmpc2, as a perception-free upper bound on planning"
+            )
         self.device = resolve_device(c["device"])
         seed_everything(int(c["seed"]))
         d = c["data"]

@@ -16,12 +16,14 @@ Keys (batch ``B`` = ``batch_size``):
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite
-from torchrl.envs import EnvBase
+from torchrl.envs import Compose, EnvBase, ExcludeTransform, TransformedEnv, UnaryTransform
 
 from envs.rng import StreamRNG
 from envs.shapes import make_stamps, place_objects, render
@@ -216,14 +218,34 @@ class CountingEnv(EnvBase):
         return self._frames.reshape(*self.batch_size, 3, self.size, self.size).copy()
 
 
-TASK_KEYS = ("suite", "name", "target", "action_mode", "reward_type", "max_objects", "max_steps", "radius", "size")
+TASK_KEYS = ("suite", "name", "target", "action_mode", "reward_type", "max_objects", "max_steps", "radius", "size", "obs_type")
+OBS_TYPES = ("pixels", "state")
 
 
-def build(task: dict, *, num_envs: int, seed: int | None, device: str) -> CountingEnv:
-    """``make_env`` entry for the counting suite: task names are ``counting<target>``."""
+def _one_hot(count: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return F.one_hot(count, num_classes).float()
+
+
+def as_state(env: CountingEnv) -> TransformedEnv:
+    """The count itself as the observation, for perception-free runs (an upper bound on planning).
+
+    Replaces ``pixels`` by ``observation``: float32 one-hot ``[*batch, max_objects + 1]`` of ``count``.
+    """
+    one_hot = UnaryTransform(["count"], ["observation"], fn=partial(_one_hot, num_classes=env.max_objects + 1))
+    return TransformedEnv(env, Compose(one_hot, ExcludeTransform("pixels")))
+
+
+def build(task: dict, *, num_envs: int, seed: int | None, device: str) -> EnvBase:
+    """``make_env`` entry for the counting suite: task names are ``counting<target>``.
+
+    ``obs_type=pixels`` (default) is the paper's task; ``obs_type=state`` observes the count (:func:`as_state`).
+    """
     unknown = sorted(set(task) - set(TASK_KEYS))
     if unknown:
         raise ValueError(f"unknown counting task option(s) {unknown}; expected keys among {list(TASK_KEYS)}")
+    obs_type = task.get("obs_type", "pixels")
+    if obs_type not in OBS_TYPES:
+        raise ValueError(f"unknown counting task.obs_type {obs_type!r}; expected one of {OBS_TYPES}")
     name = str(task.get("name") or f"counting{task.get('target', 4)}")
     suffix = name[len("counting") :]
     if not name.startswith("counting") or (suffix and not suffix.isdigit()):
@@ -232,4 +254,5 @@ def build(task: dict, *, num_envs: int, seed: int | None, device: str) -> Counti
     if suffix and int(suffix) != target:
         raise ValueError(f"task name {name!r} disagrees with target={target}; set both or leave the name generic")
     kwargs = {k: task[k] for k in ("action_mode", "reward_type", "max_objects", "max_steps", "radius", "size") if k in task}
-    return CountingEnv(target=target, batch_size=(num_envs,), seed=seed, device=device, **kwargs)
+    env = CountingEnv(target=target, batch_size=(num_envs,), seed=seed, device=device, **kwargs)
+    return env if obs_type == "pixels" else as_state(env)

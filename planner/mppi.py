@@ -99,15 +99,20 @@ class MPPI:
 
     @torch.no_grad()
     def estimate_value(self, z: Tensor, actions: Tensor) -> Tensor:
-        """Discounted predicted rewards plus the terminal Q: ``z [N, S, D], actions [H, N, S, A] -> [N, S]``."""
+        """Discounted predicted rewards plus the terminal Q: ``z [N, S, D], actions [H, N, S, A] -> [N, S]``.
+
+        As TD-MPC2, a trajectory ends at the first latent whose termination probability exceeds 0.5:
+        no reward after it and no terminal Q.
+        """
         value = torch.zeros(z.shape[:-1] + (1,), device=z.device, dtype=z.dtype)
-        discount = torch.ones_like(value)
+        discount, alive = torch.ones_like(value), torch.ones_like(value)
         for t in range(actions.shape[0]):
-            value = value + discount * self.model.reward(z, actions[t])
+            value = value + discount * alive * self.model.reward(z, actions[t])
             z = self.model.next(z, actions[t])
-            discount = discount * self.cfg.gamma * (1.0 - self.model.termination(z))
+            discount = discount * self.cfg.gamma
+            alive = alive * (self.model.termination(z) <= 0.5).to(value.dtype)
         gen = self._generator(z.device)
-        value = value + discount * self.model.Q(z, self.model.pi(z, generator=gen), generator=gen)
+        value = value + discount * alive * self.model.Q(z, self.model.pi(z, generator=gen), generator=gen)
         return value.squeeze(-1)
 
     @torch.no_grad()

@@ -227,8 +227,27 @@ def test_make_env_builds_and_never_writes_config():
         ({"suite": "counting", "name": "count4"}, "unknown counting task"),
         ({"suite": "counting", "target": 12}, "target count"),
         ({"suite": "counting", "colour": "red"}, "unknown counting task option"),
+        ({"suite": "counting", "obs_type": "rgb"}, "unknown counting task.obs_type 'rgb'"),
     ],
 )
 def test_make_env_bad_task(task, match):
     with pytest.raises(ValueError, match=match):
         make_env({"task": task})
+
+
+def test_state_observation_is_the_one_hot_count():
+    env = make_env({"task": {"suite": "counting", "obs_type": "state"}, "num_envs": 6, "seed": 0})
+    check_env_specs(env)
+    assert "pixels" not in env.observation_spec.keys() and env.observation_spec["observation"].shape == (6, 9)
+    td = env.reset()
+    for _ in range(5):
+        obs = td["observation"]
+        assert obs.dtype == torch.float32 and torch.equal(obs.argmax(-1), td["count"]) and torch.equal(obs.sum(-1), torch.ones(6))
+        td = env.step_and_maybe_reset(td.set("action", env.action_spec.rand()))[1]
+
+
+def test_representation_job_refuses_state_observations(tiny_cfg, tmp_path):
+    from agent.trainer import Trainer
+
+    with pytest.raises(ValueError, match="obs_type=state.*agent=tdmpc2"):
+        Trainer(tiny_cfg("task.obs_type=state"), tmp_path)

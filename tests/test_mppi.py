@@ -64,6 +64,18 @@ def test_termination_stops_the_return():
     torch.testing.assert_close(value, torch.tensor([[-1.0]]))  # only the first reward counts
 
 
+@pytest.mark.parametrize("p_term, ends", [(0.4, False), (0.6, True)])
+def test_termination_is_a_hard_flag_at_one_half(p_term, ends):
+    """TD-MPC2: a predicted termination probability above 0.5 ends the trajectory, below it nothing."""
+    model = ToyModel(torch.tensor([0.0]))
+    model.termination = lambda z: torch.full(z.shape[:-1] + (1,), p_term)
+    model.Q = lambda z, a, generator=None: torch.full(z.shape[:-1] + (1,), 100.0)
+    planner = MPPI(model, MPPIConfig(**{**CFG, "gamma": 0.5}))
+    value = planner.estimate_value(torch.tensor([[[1.0]]]), torch.zeros(3, 1, 1, 1))
+    expected = -1.0 if ends else -1.0 - 0.5 - 0.25 + 0.125 * 100.0
+    torch.testing.assert_close(value, torch.tensor([[expected]]))
+
+
 def test_exploration_noise_and_bounds():
     planner = MPPI(ToyModel(torch.tensor([5.0])), MPPIConfig(**CFG), seed=1)
     z = torch.zeros(64, 1)
