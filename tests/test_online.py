@@ -1,4 +1,4 @@
-"""Online TD-MPC2 on P-JEPA: a smoke run of each suite through the CLI, and the evaluation CLI."""
+"""Online TD-MPC2 on P-JEPA: a smoke run of each suite through the CLI, the evaluation CLI, and learning."""
 
 from __future__ import annotations
 
