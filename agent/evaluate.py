@@ -34,12 +34,13 @@ def evaluate(
     episodes: int,
     use_planner: bool = True,
     frames: list[np.ndarray] | None = None,
-) -> dict[str, float]:
+) -> dict[str, float | list[float]]:
     """Run ``episodes`` episodes in eval mode (no exploration noise).
 
     Success is an episode that ended by termination (the counting task reaching its target);
     tasks that only truncate report a success rate of 0.
-    Returns ``return_mean``, ``return_std``, ``success_rate``, ``length_mean``, ``episodes``.
+    Returns ``return_mean``, ``return_std``, ``success_rate``, ``length_mean``, ``episodes`` and the
+    per-episode ``returns`` (outcomes can be bimodal: the mean alone hides it).
     If ``frames`` is a list, the first episode's frames (HWC uint8) are appended to it.
     """
     returns, lengths, successes = [], [], []
@@ -65,6 +66,7 @@ def evaluate(
         "success_rate": float(np.mean(successes)),
         "length_mean": float(np.mean(lengths)),
         "episodes": episodes,
+        "returns": [float(r) for r in returns],
     }
 
 

@@ -58,6 +58,7 @@ def test_eval_cli_writes_json_and_video(tmp_path):
     result = json.loads((tmp_path / "eval.json").read_text())
     for mode in ("planner", "policy_prior"):
         assert result[mode]["episodes"] == 3 and 0 <= result[mode]["success_rate"] <= 1
+        assert len(result[mode]["returns"]) == 3 and result[mode]["return_mean"] == pytest.approx(sum(result[mode]["returns"]) / 3)
     frames = iio.imread(tmp_path / "episode.gif", index=None)
     assert frames.shape[-3:-1] == (64, 64) and len(frames) >= 1
 
