@@ -25,6 +25,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite
 from torchrl.envs import Compose, EnvBase, ExcludeTransform, TransformedEnv, UnaryTransform
 
+from envs.control import check_obs_type
 from envs.rng import StreamRNG
 from envs.shapes import make_stamps, place_objects, render
 
@@ -219,7 +220,6 @@ class CountingEnv(EnvBase):
 
 
 TASK_KEYS = ("suite", "name", "target", "action_mode", "reward_type", "max_objects", "max_steps", "radius", "size", "obs_type")
-OBS_TYPES = ("pixels", "state")
 
 
 def _one_hot(count: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -243,9 +243,7 @@ def build(task: dict, *, num_envs: int, seed: int | None, device: str) -> EnvBas
     unknown = sorted(set(task) - set(TASK_KEYS))
     if unknown:
         raise ValueError(f"unknown counting task option(s) {unknown}; expected keys among {list(TASK_KEYS)}")
-    obs_type = task.get("obs_type", "pixels")
-    if obs_type not in OBS_TYPES:
-        raise ValueError(f"unknown counting task.obs_type {obs_type!r}; expected one of {OBS_TYPES}")
+    obs_type = check_obs_type(task.get("obs_type", "pixels"))
     name = str(task.get("name") or f"counting{task.get('target', 4)}")
     suffix = name[len("counting") :]
     if not name.startswith("counting") or (suffix and not suffix.isdigit()):

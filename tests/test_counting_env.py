@@ -227,7 +227,7 @@ def test_make_env_builds_and_never_writes_config():
         ({"suite": "counting", "name": "count4"}, "unknown counting task"),
         ({"suite": "counting", "target": 12}, "target count"),
         ({"suite": "counting", "colour": "red"}, "unknown counting task option"),
-        ({"suite": "counting", "obs_type": "rgb"}, "unknown counting task.obs_type 'rgb'"),
+        ({"suite": "counting", "obs_type": "rgb"}, "unknown obs_type 'rgb'"),
     ],
 )
 def test_make_env_bad_task(task, match):
