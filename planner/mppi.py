@@ -105,14 +105,13 @@ class MPPI:
         no reward after it and no terminal Q.
         """
         value = torch.zeros(z.shape[:-1] + (1,), device=z.device, dtype=z.dtype)
-        discount, alive = torch.ones_like(value), torch.ones_like(value)
+        discount = torch.ones_like(value)  # gamma^t, zero once a latent was predicted terminal
         for t in range(actions.shape[0]):
-            value = value + discount * alive * self.model.reward(z, actions[t])
+            value = value + discount * self.model.reward(z, actions[t])
             z = self.model.next(z, actions[t])
-            discount = discount * self.cfg.gamma
-            alive = alive * (self.model.termination(z) <= 0.5).to(value.dtype)
+            discount = discount * self.cfg.gamma * (self.model.termination(z) <= 0.5).to(value.dtype)
         gen = self._generator(z.device)
-        value = value + discount * alive * self.model.Q(z, self.model.pi(z, generator=gen), generator=gen)
+        value = value + discount * self.model.Q(z, self.model.pi(z, generator=gen), generator=gen)
         return value.squeeze(-1)
 
     @torch.no_grad()
