@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from tensordict import TensorDict
+from torchrl.data import ReplayBuffer
 
 FORMAT = "jepa-mpc/1"
+
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -61,3 +67,38 @@ def check_signature(saved: dict, current: dict, path: str | Path) -> None:
     diffs = diff_signature(saved, current)
     if diffs:
         raise CheckpointError(f"checkpoint {path} was made with a different config:\n  " + "\n  ".join(diffs))
+
+
+def save_buffer(buffer: ReplayBuffer, path: str | Path, step: int) -> Path:
+    """Write the filled part of ``buffer`` to the file ``path`` (atomically), oldest transition first.
+
+    torchrl's ``ReplayBuffer.dumps`` writes the whole capacity (2.5 GB for 100k pixel transitions
+    however few are stored) and its memory-mapped files load silently zero-filled when truncated,
+    so the ``len(buffer)`` stored transitions are saved with ``torch.save``, in chronological order:
+    refilling an empty buffer with them gives the same contents and the same next slot to
+    overwrite. ``step`` is the agent step of the matching checkpoint.
+    """
+    n, capacity = len(buffer), buffer.storage.max_size
+    first = buffer.write_count % capacity if n == capacity else 0
+    data = buffer.storage[(torch.arange(n) + first) % n].to_dict() if n else {}
+    return save_checkpoint(path, {"step": int(step), "transitions": n, "data": data})
+
+
+def load_buffer(buffer: ReplayBuffer, path: str | Path, step: int) -> bool:
+    """Refill an empty ``buffer`` from :func:`save_buffer`'s file if it matches ``step``.
+
+    Returns False, with a warning, when there is no saved buffer, it cannot be read, or it belongs
+    to another step (a kill between writing the buffer and the checkpoint): the run then goes on
+    and refills the buffer by acting, as it would without a saved one.
+    """
+    try:
+        saved = load_checkpoint(path)
+    except CheckpointError as err:
+        log.warning("no usable replay buffer (%s); the buffer is refilled by acting", err)
+        return False
+    if saved.get("step") != step:
+        log.warning("replay buffer %s is from step %s, the checkpoint from step %d; refilling it", path, saved.get("step"), step)
+        return False
+    if saved["transitions"]:
+        buffer.extend(TensorDict(saved["data"], batch_size=[saved["transitions"]]))
+    return True

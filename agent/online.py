@@ -14,8 +14,7 @@ from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
 from tqdm import tqdm
 
 from agent.build import build_aux, to_dict
-from agent.checkpoint import check_signature, load_checkpoint, save_checkpoint
-from agent.checkpoint import CheckpointError
+from agent.checkpoint import CheckpointError, check_signature, load_buffer, load_checkpoint, save_buffer, save_checkpoint
 from agent.data import RepeatedRandomPolicy, to_time_major
 from agent.evaluate import _batched, evaluate
 from agent.heads import discount_from_episode_length
@@ -101,6 +100,7 @@ class OnlineTrainer:
         if a["collect"] not in ("planner", "random"):
             raise ValueError(f"unknown agent.collect {a['collect']!r}; expected 'planner' or 'random'")
         self.step, self.episode = 0, 0
+        self.keep_buffer = bool(c["checkpoint"].get("buffer", True))
         resumed = self._maybe_resume()
         self.pretrained = self.step > self.seed_steps  # the burst happened before the checkpoint
         self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume_step=self.step if resumed else None)
@@ -124,7 +124,12 @@ class OnlineTrainer:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def save(self) -> Path:
-        """``checkpoints/last.pt``: agent, both optimisers, step, episode, RNG state, config."""
+        """``checkpoints/last.pt``: agent, both optimisers, step, episode, RNG state, config.
+
+        With ``checkpoint.buffer`` (default) the replay buffer goes to ``checkpoints/buffer.pt`` first.
+        """
+        if self.keep_buffer:
+            save_buffer(self.buffer, self.run_dir / "checkpoints" / "buffer.pt", self.step)
         payload = {
             "step": self.step, "episode": self.episode, "agent": self.agent.state_dict(),
             "optim": {"wm": self.agent.optim.state_dict(), "pi": self.agent.pi_optim.state_dict()},
@@ -133,7 +138,11 @@ class OnlineTrainer:
         return save_checkpoint(self.run_dir / "checkpoints" / "last.pt", payload)
 
     def _maybe_resume(self) -> bool:
-        """Continue from ``checkpoints/last.pt`` (the replay buffer is refilled, not restored)."""
+        """Continue from ``checkpoints/last.pt`` and the replay buffer saved with it.
+
+        The env starts a new episode, so the episode counter moves on: the interrupted episode's
+        transitions in the buffer stay a trajectory of their own.
+        """
         last = self.run_dir / "checkpoints" / "last.pt"
         if not (self.cfg.get("resume", True) and last.exists()):
             return False
@@ -142,9 +151,10 @@ class OnlineTrainer:
         self.agent.load_state_dict(data["agent"])
         self.agent.optim.load_state_dict(data["optim"]["wm"])
         self.agent.pi_optim.load_state_dict(data["optim"]["pi"])
-        self.step, self.episode = int(data["step"]), int(data["episode"])
+        self.step, self.episode = int(data["step"]), int(data["episode"]) + 1
         set_rng_state(data["rng"])
-        log.info("resumed from %s at step %d", last, self.step)
+        restored = self.keep_buffer and load_buffer(self.buffer, last.parent / "buffer.pt", self.step)
+        log.info("resumed from %s at step %d (replay buffer: %s)", last, self.step, f"{len(self.buffer)} transitions" if restored else "refilled by acting")
         return True
 
     def run(self) -> dict[str, float]:

@@ -84,10 +84,16 @@ def test_online_run_resumes_from_its_checkpoint(tmp_path):
     from agent.online import OnlineTrainer
 
     task = ("task=gym/Pendulum-v1", "aux=none", "task.episode_length=40")
-    OnlineTrainer(online_cfg(*task, "agent.total_steps=60"), tmp_path).run()
+    first = OnlineTrainer(online_cfg(*task, "agent.total_steps=60"), tmp_path)
+    first.run()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 60
     trainer = OnlineTrainer(online_cfg(*task, "agent.total_steps=120"), tmp_path)
-    assert trainer.step == 60 and trainer.episode == 1
+    # one finished episode, one cut at step 60 (id 1): the resumed run goes on with episode 2
+    assert trainer.step == 60 and trainer.episode == 2
+    assert len(trainer.buffer) == 60 and (trainer.buffer.storage[:60] == first.buffer.storage[:60]).all()
+    without = OnlineTrainer(online_cfg(*task, "agent.total_steps=120", "checkpoint.buffer=false"), tmp_path)
+    assert without.step == 60 and without.buffer.write_count == 0
+    without.logger.close()
     trainer.run()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 120
     assert (tmp_path / "eval.csv").read_text().count("\n") == 3  # header, 60, 120: rows kept across the resume

@@ -1,0 +1,100 @@
+"""Replay buffer saved with a checkpoint: same contents, same next slot, clear fallback when unusable."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from tensordict import TensorDict
+from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
+
+from agent.checkpoint import load_buffer, save_buffer
+
+
+def make_buffer(capacity: int) -> TensorDictReplayBuffer:
+    sampler = SliceSampler(slice_len=2, traj_key="episode", strict_length=True, cache_values=True)
+    return TensorDictReplayBuffer(storage=LazyTensorStorage(capacity), sampler=sampler, batch_size=4)
+
+
+def transitions(start: int, n: int, episode: int) -> TensorDict:
+    """``n`` transitions numbered ``start..start+n-1`` (``obs``), with pixels and a nested ``next``."""
+    t = torch.arange(start, start + n)
+    return TensorDict(
+        {
+            "obs": t.float(),
+            "pixels": t.view(-1, 1, 1, 1).expand(n, 3, 4, 4).to(torch.uint8),
+            "episode": torch.full((n,), episode),
+            "next": {"reward": t.float().unsqueeze(-1) / 10},
+        },
+        [n],
+    )
+
+
+def fill(buffer: TensorDictReplayBuffer, lengths: list[int]) -> int:
+    step = 0
+    for episode, n in enumerate(lengths):
+        buffer.extend(transitions(step, n, episode))
+        step += n
+    return step
+
+
+def stored(buffer: TensorDictReplayBuffer) -> list[int]:
+    return sorted(int(x) for x in buffer.storage[: len(buffer)]["obs"])
+
+
+def test_partly_filled_buffer_round_trips(tmp_path):
+    buffer = make_buffer(100)
+    step = fill(buffer, [5, 7, 3])
+    save_buffer(buffer, tmp_path / "buffer.pt", step)
+    restored = make_buffer(100)
+    assert load_buffer(restored, tmp_path / "buffer.pt", step)
+    assert len(restored) == 15
+    assert (restored.storage[:15] == buffer.storage[:15]).all()  # every key, nested ones and pixels too
+    assert restored.sample()["obs"].shape == (4,)
+
+
+def test_wrapped_buffer_keeps_its_order_and_overwrites_the_oldest_next(tmp_path):
+    buffer = make_buffer(10)
+    step = fill(buffer, [6, 9])  # 15 writes into 10 slots: transitions 5..14 remain
+    assert stored(buffer) == list(range(5, 15))
+    save_buffer(buffer, tmp_path / "buffer.pt", step)
+    restored = make_buffer(10)
+    assert load_buffer(restored, tmp_path / "buffer.pt", step)
+    assert [int(x) for x in restored.storage[:10]["obs"]] == list(range(5, 15))  # oldest first
+    for b in (buffer, restored):
+        b.extend(transitions(15, 3, episode=2))
+    assert stored(restored) == stored(buffer) == list(range(8, 18))
+
+
+def test_saving_again_replaces_the_previous_buffer(tmp_path):
+    buffer = make_buffer(100)
+    fill(buffer, [4])
+    save_buffer(buffer, tmp_path / "buffer.pt", 4)
+    buffer.extend(transitions(4, 6, episode=1))
+    save_buffer(buffer, tmp_path / "buffer.pt", 10)
+    restored = make_buffer(100)
+    assert load_buffer(restored, tmp_path / "buffer.pt", 10) and len(restored) == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["buffer.pt"]  # no temporary file left behind
+
+
+def test_unusable_buffers_are_refilled_with_a_warning(tmp_path, caplog):
+    buffer = make_buffer(100)
+    fill(buffer, [5])
+    save_buffer(buffer, tmp_path / "buffer.pt", 5)
+    restored = make_buffer(100)
+    with caplog.at_level(logging.WARNING):
+        assert not load_buffer(restored, tmp_path / "missing", 5)
+        assert not load_buffer(restored, tmp_path / "buffer.pt", 7)  # a kill between buffer and checkpoint
+        path = tmp_path / "buffer.pt"
+        path.write_bytes(path.read_bytes()[:-100])  # truncated file
+        assert not load_buffer(restored, path, 5)
+    assert len(restored) == 0
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "no usable replay buffer (no checkpoint at" in messages
+    assert "from step 5, the checkpoint from step 7" in messages and "corrupt or truncated" in messages
+
+
+def test_empty_buffer_saves_and_loads(tmp_path):
+    save_buffer(make_buffer(10), tmp_path / "buffer.pt", 0)
+    restored = make_buffer(10)
+    assert load_buffer(restored, tmp_path / "buffer.pt", 0) and len(restored) == 0
