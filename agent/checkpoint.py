@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from tensordict import TensorDict
-from torchrl.data import ReplayBuffer
+
+if TYPE_CHECKING:
+    from torchrl.data import TensorDictReplayBuffer
 
 FORMAT = "jepa-mpc/1"
 
@@ -69,28 +70,35 @@ def check_signature(saved: dict, current: dict, path: str | Path) -> None:
         raise CheckpointError(f"checkpoint {path} was made with a different config:\n  " + "\n  ".join(diffs))
 
 
-def save_buffer(buffer: ReplayBuffer, path: str | Path, step: int) -> Path:
+def save_buffer(buffer: TensorDictReplayBuffer, path: str | Path, step: int) -> Path:
     """Write the filled part of ``buffer`` to the file ``path`` (atomically), oldest transition first.
 
     torchrl's ``ReplayBuffer.dumps`` writes the whole capacity (2.5 GB for 100k pixel transitions
     however few are stored) and its memory-mapped files load silently zero-filled when truncated,
     so the ``len(buffer)`` stored transitions are saved with ``torch.save``, in chronological order:
-    refilling an empty buffer with them gives the same contents and the same next slot to
-    overwrite. ``step`` is the agent step of the matching checkpoint.
+    refilling an empty buffer with them gives the same contents, and the same transition (the
+    oldest) is overwritten next. ``step`` is the agent step of the matching checkpoint.
     """
     n, capacity = len(buffer), buffer.storage.max_size
+    # the round-robin writer's next slot, i.e. the oldest transition once full (all writes go
+    # through add/extend here, so the cursor equals write_count modulo the capacity)
     first = buffer.write_count % capacity if n == capacity else 0
     data = buffer.storage[(torch.arange(n) + first) % n].to_dict() if n else {}
     return save_checkpoint(path, {"step": int(step), "transitions": n, "data": data})
 
 
-def load_buffer(buffer: ReplayBuffer, path: str | Path, step: int) -> bool:
+def load_buffer(buffer: TensorDictReplayBuffer, path: str | Path, step: int) -> bool:
     """Refill an empty ``buffer`` from :func:`save_buffer`'s file if it matches ``step``.
 
     Returns False, with a warning, when there is no saved buffer, it cannot be read, or it belongs
     to another step (a kill between writing the buffer and the checkpoint): the run then goes on
-    and refills the buffer by acting, as it would without a saved one.
+    and refills the buffer by acting, as it would without a saved one. When the saved buffer holds
+    more transitions than ``buffer`` can (a smaller ``data.buffer_size``), the newest are kept.
     """
+    from tensordict import TensorDict
+
+    if len(buffer):
+        raise ValueError(f"load_buffer fills an empty replay buffer; this one holds {len(buffer)} transitions")
     try:
         saved = load_checkpoint(path)
     except CheckpointError as err:
@@ -99,6 +107,11 @@ def load_buffer(buffer: ReplayBuffer, path: str | Path, step: int) -> bool:
     if saved.get("step") != step:
         log.warning("replay buffer %s is from step %s, the checkpoint from step %d; refilling it", path, saved.get("step"), step)
         return False
-    if saved["transitions"]:
-        buffer.extend(TensorDict(saved["data"], batch_size=[saved["transitions"]]))
+    n = int(saved["transitions"])
+    if n:
+        data = TensorDict(saved["data"], batch_size=[n])
+        keep = min(n, buffer.storage.max_size)
+        if keep < n:
+            log.warning("replay buffer %s holds %d transitions, more than data.buffer_size; keeping the newest %d", path, n, keep)
+        buffer.extend(data[n - keep :])
     return True

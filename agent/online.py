@@ -61,7 +61,8 @@ class OnlineTrainer:
     """One env, seed steps of random actions, then planning with exploration and updates.
 
     Files in ``run_dir``: ``metrics.csv`` / ``tb/`` (``loss/*``, ``train/episode_return``,
-    ``eval/return``, ``eval/success``), ``checkpoints/last.pt``, ``eval/step_<n>.json``.
+    ``eval/return``, ``eval/success``), ``checkpoints/last.pt`` (and ``checkpoints/buffer.pt``, the
+    replay buffer, with ``checkpoint.buffer``), ``eval/step_<n>.json``.
     """
 
     def __init__(self, cfg: Any, run_dir: str | Path) -> None:
@@ -154,7 +155,8 @@ class OnlineTrainer:
         self.step, self.episode = int(data["step"]), int(data["episode"]) + 1
         set_rng_state(data["rng"])
         restored = self.keep_buffer and load_buffer(self.buffer, last.parent / "buffer.pt", self.step)
-        log.info("resumed from %s at step %d (replay buffer: %s)", last, self.step, f"{len(self.buffer)} transitions" if restored else "refilled by acting")
+        kept = f"{len(self.buffer)} transitions restored" if restored else "refilled by acting"
+        log.info("resumed from %s at step %d (replay buffer: %s)", last, self.step, kept)
         return True
 
     def run(self) -> dict[str, float]:

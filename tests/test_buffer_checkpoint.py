@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
@@ -61,9 +62,31 @@ def test_wrapped_buffer_keeps_its_order_and_overwrites_the_oldest_next(tmp_path)
     restored = make_buffer(10)
     assert load_buffer(restored, tmp_path / "buffer.pt", step)
     assert [int(x) for x in restored.storage[:10]["obs"]] == list(range(5, 15))  # oldest first
+    for _ in range(20):  # slices stay inside one episode and are consecutive transitions
+        batch = restored.sample().reshape(-1, 2)
+        assert (batch["episode"][:, 0] == batch["episode"][:, 1]).all()
+        assert (batch["obs"][:, 1] - batch["obs"][:, 0] == 1).all()
     for b in (buffer, restored):
         b.extend(transitions(15, 3, episode=2))
     assert stored(restored) == stored(buffer) == list(range(8, 18))
+
+
+def test_a_smaller_buffer_keeps_the_newest_transitions(tmp_path, caplog):
+    buffer = make_buffer(100)
+    step = fill(buffer, [10, 10])
+    save_buffer(buffer, tmp_path / "buffer.pt", step)
+    smaller = make_buffer(8)
+    with caplog.at_level(logging.WARNING):
+        assert load_buffer(smaller, tmp_path / "buffer.pt", step)
+    assert stored(smaller) == list(range(12, 20)) and "keeping the newest 8" in caplog.text
+
+
+def test_loading_into_a_filled_buffer_is_refused(tmp_path):
+    buffer = make_buffer(10)
+    fill(buffer, [3])
+    save_buffer(buffer, tmp_path / "buffer.pt", 3)
+    with pytest.raises(ValueError, match="empty replay buffer"):
+        load_buffer(buffer, tmp_path / "buffer.pt", 3)
 
 
 def test_saving_again_replaces_the_previous_buffer(tmp_path):

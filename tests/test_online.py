@@ -95,8 +95,18 @@ def test_online_run_resumes_from_its_checkpoint(tmp_path):
     assert without.step == 60 and without.buffer.write_count == 0
     without.logger.close()
     trainer.run()
+    episodes = trainer.buffer.storage[:120]["episode"]
+    assert episodes[59] == 1 and episodes[60] == 2  # no trajectory across the resume
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 120
     assert (tmp_path / "eval.csv").read_text().count("\n") == 3  # header, 60, 120: rows kept across the resume
+
+
+def test_online_run_without_buffer_checkpoint_writes_none(tmp_path):
+    from agent.online import OnlineTrainer
+
+    task = ("task=gym/Pendulum-v1", "aux=none", "task.episode_length=40", "agent.total_steps=50", "agent.eval_every=50")
+    OnlineTrainer(online_cfg(*task, "checkpoint.buffer=false"), tmp_path).run()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt"]
 
 
 def test_online_bad_setups_fail_at_start(tmp_path):
