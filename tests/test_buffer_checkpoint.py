@@ -1,4 +1,4 @@
-"""Replay buffer saved with a checkpoint: same contents, same next slot, clear fallback when unusable."""
+"""Replay buffer saved with a checkpoint: same contents, same transition overwritten next, clear fallback when unusable."""
 
 from __future__ import annotations
 
