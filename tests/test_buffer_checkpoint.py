@@ -1,4 +1,4 @@
-"""Replay buffer saved with a checkpoint: same contents, same transition overwritten next, clear fallback when unusable."""
+"""Replay buffer saved with a checkpoint: same contents and overwrite order, clear fallback if unusable."""
 
 from __future__ import annotations
 
