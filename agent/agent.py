@@ -91,12 +91,13 @@ class PJEPAAgent(nn.Module):
         )  # fmt: skip
         return out.terms, out.z
 
-    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One optimiser step.
+    def update(self, batch: dict[str, Tensor], train_probe: bool = True) -> dict[str, Tensor]:
+        """One optimiser step (and one decoder-probe step when ``train_probe``).
 
         Args:
             batch: ``obs [H+1, B, ...]``, ``action [H, B, A]``, and the aux task's ``data_keys``
                 as ``[H+1, B, ...]``, all on the agent's device.
+            train_probe: also step the decoder probe (the trainer does every ``probe.every`` updates).
         Returns:
             detached metrics ``loss/<name>``, ``loss/total``, ``grad_norm`` (and ``loss/probe``).
         Raises:
@@ -114,7 +115,7 @@ class PJEPAAgent(nn.Module):
         self.optim.step()
         metrics = {f"loss/{k}": v.detach() for k, v in terms.items()}
         metrics.update({"loss/total": total.detach(), "grad_norm": grad_norm.detach()})
-        if self.probe is not None:
+        if self.probe is not None and train_probe:
             n = self.cfg.probe_batch
             obs0 = batch["obs"][0, :n]
             # clean latents, as the probe is evaluated on: training ones are of shift-augmented frames

@@ -189,6 +189,7 @@ class Trainer:
         c, d = self.cfg, self.cfg["data"]
         total, log_every = int(c["steps"]), int(c["log"]["every"])
         ckpt_every, analysis_every = int(c["checkpoint"]["every"]), int(c["analysis"]["every"])
+        probe_every, probe_loss = int(c["probe"]["every"]), None
         self.collect(int(d["seed_frames"]))
         bar = tqdm(total=total, initial=self.step, disable=not c["log"]["progress"], dynamic_ncols=True, desc="train")
         t0, steps0 = time.perf_counter(), self.step
@@ -197,12 +198,16 @@ class Trainer:
                 if self.step % int(d["collect_every"]) == 0:
                     self.collect(int(d["frames_per_collect"]))
                 try:
-                    metrics = self.agent.update(self.sample())
+                    metrics = self.agent.update(self.sample(), train_probe=self.step % probe_every == 0)
                 except NonFiniteLossError as err:
                     raise NonFiniteLossError(
                         f"training stopped at step {self.step}: {err}. The last good checkpoint is kept at "
                         f"{self.ckpt_dir / 'last.pt'}"
                     ) from err
+                if "loss/probe" in metrics:
+                    probe_loss = metrics["loss/probe"]
+                elif probe_loss is not None:  # the probe trains every probe.every updates: log its latest loss
+                    metrics["loss/probe"] = probe_loss
                 self.step += 1
                 bar.update(1)
                 if self.step % log_every == 0 or self.step == total:

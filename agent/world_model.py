@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from agent.nets import PixelEncoder, StateEncoder, latent_out, mlp
+from agent.encoders import PixelEncoder
+from agent.nets import StateEncoder, latent_out, mlp
 
 ENCODERS = ("auto", "pixels", "state")
 
@@ -29,6 +30,9 @@ class WorldModel(nn.Module):
         encoder: ``"auto"`` picks from ``obs_shape``; ``"pixels"`` / ``"state"`` insist.
         enc_layers: layers of the state encoder.
         shift_pad: random-shift augmentation of the pixel encoder (0 disables).
+        pixel_encoder: ``flatten`` (TD-MPC2) | ``pooled`` | ``resnet`` (the paper's reference),
+            see :mod:`agent.encoders`.
+        resnet_blocks: basic blocks per ResNet stage (8 in the reference).
     """
 
     def __init__(
@@ -44,6 +48,8 @@ class WorldModel(nn.Module):
         encoder: str = "auto",
         enc_layers: int = 2,
         shift_pad: int = 3,
+        pixel_encoder: str = "flatten",
+        resnet_blocks: int = 8,
     ) -> None:
         super().__init__()
         obs_shape = tuple(int(s) for s in obs_shape)
@@ -61,7 +67,7 @@ class WorldModel(nn.Module):
             raise ValueError(f"latent_dim {latent_dim} must be a multiple of simnorm_dim {simnorm_dim}")
         self.obs_shape, self.action_dim, self.latent_dim, self.kind = obs_shape, action_dim, latent_dim, kind
         if kind == "pixels":
-            body: nn.Module = PixelEncoder(obs_shape, num_channels, latent_dim, shift_pad)
+            body: nn.Module = PixelEncoder(obs_shape, num_channels, latent_dim, shift_pad, pixel_encoder, resnet_blocks)
         else:
             body = StateEncoder(obs_shape[0], enc_dim, latent_dim, enc_layers)
         self.encoder = nn.Sequential(body, latent_out(simnorm, simnorm_dim))

@@ -4,6 +4,9 @@ Baseline in the same run: the ``small`` preset (the CPU default). Also prints th
 sample time and peak memory.
 
     python benchmarks/train_throughput.py [--presets tiny small 1m 5m] [--batch-size 256] [--device cpu]
+    python benchmarks/train_throughput.py --presets small "small model.pixel_encoder=pooled" "small model.pixel_encoder=resnet model.resnet_blocks=1"
+
+A preset may carry Hydra overrides after its name (one quoted argument); the first row is the baseline.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def config(preset: str, batch: int, device: str):
+    """``preset`` is a model preset name, optionally followed by space-separated Hydra overrides."""
+    name, *extra = preset.split()
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return compose("config", overrides=[f"model={preset}", f"batch_size={batch}", f"device={device}"])
+        return compose("config", overrides=[f"model={name}", f"batch_size={batch}", f"device={device}", *extra])
 
 
 def filled_buffer(cfg, frames: int = 20_000):
@@ -56,7 +61,8 @@ def main() -> None:
     keys = ("obs_reward", "count")
     sample_s = timed(lambda: to_time_major(buffer.sample(), 1, keys), args.iters, "cpu")
     print(f"replay sample + time-major batch: {sample_s * 1e3:.1f} ms")
-    print(f"{'preset':>7} {'params':>9} {'updates/s (model)':>18} {'updates/s (with buffer)':>24} {'vs small':>9}")
+    base = args.presets[0]
+    print(f"{'preset':>7} {'params':>9} {'updates/s (model)':>18} {'updates/s (with buffer)':>24} {'vs ' + base:>9}")
     rows = {}
     for preset in args.presets:
         cfg = config(preset, args.batch_size, dev)
@@ -71,7 +77,7 @@ def main() -> None:
         full_s = timed(full, args.iters, dev)
         rows[preset] = 1 / full_s
         params = sum(p.numel() for p in agent.parameters() if p.requires_grad)
-        rel = f"{rows[preset] / rows['small']:.2f}x" if "small" in rows else "-"
+        rel = f"{rows[preset] / rows[base]:.2f}x"
         print(f"{preset:>7} {params:>9,} {1 / model_s:>18.2f} {1 / full_s:>24.2f} {rel:>9}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory: {peak:.0f} MiB" + (f"; peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if dev.startswith("cuda") else ""))

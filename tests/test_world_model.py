@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent.nets import ShiftAug
+from agent.encoders import ShiftAug
 from agent.world_model import WorldModel
 
 PIX = (3, 64, 64)

@@ -6,7 +6,24 @@ import torch
 from torch import Tensor, nn
 
 from agent.auxiliary.base import AuxTask
-from agent.nets import PixelEncoder, StateEncoder, mlp
+from agent.encoders import PixelEncoder
+from agent.nets import StateEncoder, mlp
+
+
+RANDOM_NETS = ("conv", "linear")
+
+
+class RandomLinear(nn.Module):
+    """A linear map of the flattened observation (pixels scaled to [-0.5, 0.5]): ``[N, *obs_shape] -> [N, out_dim]``."""
+
+    def __init__(self, obs_shape: tuple[int, ...], out_dim: int) -> None:
+        super().__init__()
+        self.pixels = len(obs_shape) == 3
+        self.linear = nn.Linear(int(torch.tensor(obs_shape).prod()), out_dim)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        x = obs.float() / 255.0 - 0.5 if self.pixels else obs.float()
+        return self.linear(x.flatten(1))
 
 
 class RandomNetAux(AuxTask):
@@ -21,6 +38,8 @@ class RandomNetAux(AuxTask):
         seed: seed of the random network's initialisation.
         hidden_dim, num_layers: the head ``P``.
         num_channels: width of the random conv net for pixel observations.
+        net: ``conv`` (a frozen random conv encoder of the frame) or ``linear`` (a frozen random
+            linear map of the raw pixels scaled to [-0.5, 0.5], the reference code's target).
     """
 
     name = "random"
@@ -35,16 +54,21 @@ class RandomNetAux(AuxTask):
         hidden_dim: int = 256,
         num_layers: int = 2,
         num_channels: int = 32,
+        net: str = "conv",
     ) -> None:
         super().__init__(latent_dim, obs_shape)
+        if net not in RANDOM_NETS:
+            raise ValueError(f"unknown aux.net {net!r}; expected one of {RANDOM_NETS}")
         self.out_dim = out_dim
         with torch.random.fork_rng(devices=[]):  # own seed; the global CPU RNG is restored after
             torch.manual_seed(seed)
-            if len(obs_shape) == 3:
-                net: nn.Module = PixelEncoder(tuple(obs_shape), num_channels, out_dim, shift_pad=0)
+            if net == "linear":
+                target_net: nn.Module = RandomLinear(tuple(obs_shape), out_dim)
+            elif len(obs_shape) == 3:
+                target_net = PixelEncoder(tuple(obs_shape), num_channels, out_dim, shift_pad=0)
             else:
-                net = StateEncoder(obs_shape[0], hidden_dim, out_dim)
-        self.net = net.requires_grad_(False).eval()
+                target_net = StateEncoder(obs_shape[0], hidden_dim, out_dim)
+        self.net = target_net.requires_grad_(False).eval()
         self.head = mlp(latent_dim, [hidden_dim] * num_layers, out_dim)
 
     def train(self, mode: bool = True) -> "RandomNetAux":
