@@ -1,20 +1,25 @@
 """Representation analysis of a trained run: ``python -m agent.analyze run_dir=<dir> [key=value ...]``.
 
 Keys: ``run_dir`` (or ``checkpoint``) required; ``out`` (default ``<run_dir>/analysis``),
-``num_obs`` (256), ``seed`` (42), ``device`` (cpu). Writes metrics.json, pca.png, heatmap.png,
-reconstructions.png and prints the metrics as JSON.
+``num_obs`` (256), ``seed`` (42), ``heldout_num_obs`` (512), ``heldout_seed`` (10000), ``device``
+(cpu), ``checkpoints`` (``last`` | ``all``). Writes metrics.json, pca.png, heatmap.png,
+reconstructions.png and prints the metrics as JSON. ``checkpoints=all`` analyses every kept
+``checkpoints/step_<n>.pt`` of the run into ``<out>/step_<n>/`` and writes the curve
+(``<out>/repr.csv``, ``<out>/curves.png``, ``final`` / ``best`` in ``<out>/metrics.json``).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
 
-from agent.api import load
-from agent.monitor import analyse, monitoring_set
+from agent.api import TrainedModel, load
+from agent.monitor import analyse, analysis_sets, read_curve, summarise
 
-KEYS = ("run_dir", "checkpoint", "out", "num_obs", "seed", "device")
+KEYS = ("run_dir", "checkpoint", "out", "num_obs", "seed", "heldout_num_obs", "heldout_seed", "device", "checkpoints")
+DEFAULTS = {"num_obs": 256, "seed": 42, "heldout_num_obs": 512, "heldout_seed": 10000}
 
 
 def parse(argv: list[str], keys: tuple[str, ...] = KEYS) -> dict[str, str]:
@@ -33,20 +38,45 @@ def parse(argv: list[str], keys: tuple[str, ...] = KEYS) -> dict[str, str]:
     return args
 
 
+def _analyse_model(model: TrainedModel, sets, out: Path) -> dict:
+    decode = model.decode if model.agent.probe is not None else None
+    return analyse(model.encode, *sets, out, decode, title=f"step {model.step}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(sys.argv[1:] if argv is None else argv)
+    every = args.get("checkpoints", "last")
+    if every not in ("last", "all"):
+        raise SystemExit(f"checkpoints must be 'last' or 'all', got {every!r}")
+    if every == "all" and "run_dir" not in args:
+        raise SystemExit("checkpoints=all needs run_dir=<run directory>")
+    device = args.get("device", "cpu")
     source = args.get("checkpoint") or args["run_dir"]
-    model = load(source, args.get("device", "cpu"))
+    model = load(source, device)
     task = model.config["task"]
     if task.get("suite") != "counting":
         raise SystemExit(f"the representation analysis needs a counting task, this run is {task.get('name')!r}")
     default_out = Path(args["run_dir"]) / "analysis" if "run_dir" in args else model.path.parent.parent / "analysis"
     out = Path(args.get("out", default_out))
-    pixels, counts = monitoring_set(task, int(args.get("num_obs", 256)), int(args.get("seed", 42)))
-    decode = model.decode if model.agent.probe is not None else None
-    metrics = analyse(model.encode, pixels, counts, out, decode, title=f"step {model.step}")
-    print(json.dumps(metrics, indent=2))
-    return metrics
+    sets = analysis_sets(task, {k: int(args.get(k, v)) for k, v in DEFAULTS.items()})
+    if every == "last":
+        metrics = _analyse_model(model, sets, out)
+        print(json.dumps(metrics, indent=2))
+        return metrics
+    paths = sorted((Path(args["run_dir"]) / "checkpoints").glob("step_*.pt"))
+    rows = []
+    for path in paths:
+        m = load(path, device)
+        metrics = _analyse_model(m, sets, out / f"step_{m.step:07d}")
+        rows.append({"step": m.step, **{k: "" if v is None else v for k, v in metrics.items()}})
+        print(json.dumps({"step": m.step, **metrics}))
+    with (out / "repr.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarise(read_curve(out / "repr.csv"), out, Path(args["run_dir"]).name)
+    print(json.dumps(summary, indent=2))
+    return summary
 
 
 if __name__ == "__main__":

@@ -16,17 +16,18 @@ class RepeatedRandomPolicy(TensorDictModuleBase):
     """Uniform random actions in the action bounds, each held for ``repeat`` steps.
 
     A new action is drawn for env ``i`` whenever its ``step_count`` is a multiple of ``repeat``
-    (so at every reset). Seeded by its own generator.
+    (so at every reset); with ``carry=True`` the hold counts the policy's own calls instead and
+    carries across resets (the reference code's collection). Seeded by its own generator.
     """
 
     in_keys = ["step_count"]
     out_keys = ["action"]
 
-    def __init__(self, low: torch.Tensor, high: torch.Tensor, repeat: int = 4, seed: int = 0) -> None:
+    def __init__(self, low: torch.Tensor, high: torch.Tensor, repeat: int = 4, seed: int = 0, carry: bool = False) -> None:
         super().__init__()
         if repeat < 1:
             raise ValueError(f"action repeat must be >= 1, got {repeat}")
-        self.repeat = repeat
+        self.repeat, self.carry, self.calls = repeat, carry, 0
         self.register_buffer("low", low.detach().clone().float())
         self.register_buffer("high", high.detach().clone().float())
         self.gen = torch.Generator().manual_seed(seed)
@@ -40,7 +41,10 @@ class RepeatedRandomPolicy(TensorDictModuleBase):
             self.last = fresh
         else:
             redraw = (steps.cpu() % self.repeat) == 0
+            if self.carry:
+                redraw = torch.full_like(redraw, self.calls % self.repeat == 0)
             self.last = torch.where(redraw, fresh, self.last)
+        self.calls += 1
         return tensordict.set("action", self.last.to(steps.device).clone())
 
 

@@ -1,27 +1,36 @@
-"""The paper's monitoring set and the analysis of a model on it (metrics.json + three figures)."""
+"""The paper's monitoring set, a held-out set from other seeds, and the analysis of a model on them.
+
+Files: ``metrics.json`` + ``pca.png``, ``heatmap.png``, ``reconstructions.png`` per analysis; over a run,
+``repr.csv`` (one row of metrics per analysed step) summarised into ``analysis/curves.png`` and the
+``final`` / ``best`` entries of ``analysis/metrics.json``.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from tensordict import TensorDict
 from torch import Tensor
 
-from agent.analysis import plot_distance_heatmap, plot_pca, plot_reconstructions, representation_metrics
+from agent.analysis import METRIC_KEYS, plot_distance_heatmap, plot_pca, plot_reconstructions, plot_repr_curves, representation_metrics
 from envs.counting import CountingEnv
 
 FIGURES = ("pca.png", "heatmap.png", "reconstructions.png")
+BEST_BY = "heldout_centroid_acc"  # the metric that picks the best step of a run
+LabelledSet = tuple[Tensor, Tensor]
 
 
-def monitoring_set(task: dict | None = None, n: int = 256, seed: int = 42) -> tuple[Tensor, Tensor]:
+def monitoring_set(task: dict | None = None, n: int = 256, seed: int = 42) -> LabelledSet:
     """``n`` observations labelled by count, as in the paper.
 
     Env ``i`` is reset with seed ``seed + i`` and takes 3..5 uniform random actions (drawn from a
-    generator seeded with ``seed``); its frame after those actions is kept.
+    generator seeded with ``seed``); its frame after those actions is kept. The held-out set is
+    the same recipe from other seeds (``analysis.heldout_seed``).
 
     Returns:
         ``pixels`` uint8 ``[n, 3, 64, 64]`` and ``count`` int64 ``[n]``.
@@ -41,36 +50,92 @@ def monitoring_set(task: dict | None = None, n: int = 256, seed: int = 42) -> tu
     return pixels, counts
 
 
+def analysis_sets(task: dict, analysis: dict) -> tuple[LabelledSet, LabelledSet]:
+    """The monitoring and held-out sets an ``analysis`` config describes; their seed ranges must not overlap."""
+    n, seed = int(analysis["num_obs"]), int(analysis["seed"])
+    n_out, seed_out = int(analysis["heldout_num_obs"]), int(analysis["heldout_seed"])
+    if n < 2 or n_out < 2:
+        raise ValueError(f"analysis.num_obs and analysis.heldout_num_obs must be >= 2, got {n} and {n_out}")
+    if seed < seed_out + n_out and seed_out < seed + n:
+        raise ValueError(
+            f"the held-out seeds {seed_out}..{seed_out + n_out - 1} overlap the monitoring seeds {seed}..{seed + n - 1}; "
+            "move analysis.heldout_seed"
+        )
+    return monitoring_set(task, n, seed), monitoring_set(task, n_out, seed_out)
+
+
 def analyse(
     encode: Callable[[Tensor], Tensor],
-    pixels: Tensor,
-    counts: Tensor,
+    monitor: LabelledSet,
+    heldout: LabelledSet,
     out_dir: str | Path,
     decode: Callable[[Tensor], Tensor] | None = None,
     title: str = "",
-) -> dict[str, float]:
-    """Metrics and figures of ``encode`` on a labelled set, written to ``out_dir``.
+) -> dict[str, float | None]:
+    """Metrics and figures of ``encode`` written to ``out_dir``.
 
     Args:
         encode: uint8 ``[N, 3, 64, 64]`` -> latents ``[N, D]`` (no augmentation).
+        monitor, heldout: ``(pixels, counts)``: figures and in-sample metrics on ``monitor``,
+            classifiers fitted there and scored on ``heldout`` (:func:`representation_metrics`).
         decode: CPU latents -> reconstructions in [-1, 1] (the decoder probe), optional.
     Returns:
-        the metrics written to ``out_dir/metrics.json`` (plus ``decoder_mse`` when ``decode``).
+        the metrics written to ``out_dir/metrics.json`` (plus ``decoder_mse`` when ``decode``;
+        NaN written as null).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (pixels, counts), (pixels_out, counts_out) = monitor, heldout
     with torch.no_grad():
         z = encode(pixels).float().cpu()
-        metrics = representation_metrics(z, counts)
+        z_out = encode(pixels_out).float().cpu()
+        metrics: dict[str, float | None] = dict(representation_metrics(z, counts, z_out, counts_out))
         recon = None
         if decode is not None:
             recon = decode(z).float().cpu()
             metrics["decoder_mse"] = float((recon - (pixels.float() / 127.5 - 1)).pow(2).mean())
-    metrics = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}
-    metrics["num_obs"] = int(len(counts))
+    metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
     for name, fig in (("pca.png", plot_pca(z, counts, title)), ("heatmap.png", plot_distance_heatmap(z, counts, title))):
         fig.savefig(out / name, dpi=110, bbox_inches="tight")
     if recon is not None:
         plot_reconstructions(pixels, recon, counts, n=8).savefig(out / "reconstructions.png", dpi=110, bbox_inches="tight")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "metrics.json").write_text(json.dumps({**metrics, "num_obs": len(counts), "heldout_num_obs": len(counts_out)}, indent=2))
     return metrics
+
+
+def read_curve(path: str | Path) -> dict[str, list[float]]:
+    """Columns of a ``repr.csv`` (``step`` and the metrics; empty cells as NaN), rows sorted by step."""
+    with Path(path).open(newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: float(r["step"]))
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    cols: dict[str, list[float]] = {k: [] for k in rows[0]}
+    for r in rows:
+        for k in cols:
+            cols[k].append(float(r[k]) if r.get(k) not in (None, "") else math.nan)
+    cols["step"] = [int(s) for s in cols["step"]]
+    return {k.removeprefix("repr/"): v for k, v in cols.items()}
+
+
+def summarise(curve: dict[str, list[float]], out_dir: str | Path, label: str = "run") -> dict:
+    """``curves.png`` and ``{"final", "best"}`` (best by :data:`BEST_BY`) from a run's curve, into ``out_dir``.
+
+    Returns the summary also written into ``out_dir/metrics.json`` beside the final analysis's metrics.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_repr_curves({label: curve}).savefig(out / "curves.png", dpi=110, bbox_inches="tight")
+
+    def row(i: int) -> dict:
+        return {"step": curve["step"][i], **{k: (None if math.isnan(v[i]) else v[i]) for k, v in curve.items() if k != "step"}}
+
+    scores = [(-math.inf if math.isnan(v) else v) for v in curve[BEST_BY]]
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))  # the earliest of equal scores
+    summary = {"final": row(len(scores) - 1), "best": {"by": BEST_BY, **row(best)}}
+    path = out / "metrics.json"
+    current = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**{k: v for k, v in current.items() if k not in summary}, **summary}, indent=2))
+    return summary
+
+
+__all__ = ["BEST_BY", "FIGURES", "METRIC_KEYS", "analyse", "analysis_sets", "monitoring_set", "read_curve", "summarise"]

@@ -97,7 +97,9 @@ class OnlineTrainer:
             "agent": {"name": a["name"], **{k: a[k] for k in shape_keys}},
         }  # fmt: skip
         spec = self.env.action_spec.space
-        self.random_policy = RepeatedRandomPolicy(spec.low, spec.high, int(c["data"]["action_repeat"]), seed=int(c["seed"]))
+        self.random_policy = RepeatedRandomPolicy(
+            spec.low, spec.high, int(c["data"]["action_repeat"]), seed=int(c["seed"]), carry=bool(c["data"]["hold_across_resets"])
+        )
         if a["collect"] not in ("planner", "random"):
             raise ValueError(f"unknown agent.collect {a['collect']!r}; expected 'planner' or 'random'")
         self.step, self.episode = 0, 0

@@ -16,7 +16,7 @@ from agent.build import build_agent, signature, to_dict
 from agent.checkpoint import check_signature, load_checkpoint, save_checkpoint
 from agent.data import RepeatedRandomPolicy, add_rollout, make_buffer, make_collector, to_time_major
 from agent.logger import Logger
-from agent.monitor import analyse, monitoring_set
+from agent.monitor import analyse, analysis_sets, read_curve, summarise
 from envs import make_env
 
 log = logging.getLogger(__name__)
@@ -105,12 +105,14 @@ class Trainer:
         self.step = 0
         resumed = self._maybe_resume()
         spec = self.env.action_spec
-        policy = RepeatedRandomPolicy(spec.space.low, spec.space.high, int(d["action_repeat"]), seed=int(c["seed"]) + self.step)
+        policy = RepeatedRandomPolicy(
+            spec.space.low, spec.space.high, int(d["action_repeat"]), seed=int(c["seed"]) + self.step, carry=bool(d["hold_across_resets"])
+        )
         self.collector = make_collector(self.env, policy, int(d["frames_per_collect"]))
         self.buffer = make_buffer(int(d["buffer_size"]), self.horizon, int(c["batch_size"]))
         self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume_step=self.step if resumed else None)
         self.frames = 0
-        self._monitor: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._sets = None  # (monitoring, held-out) sets, rendered at the first analysis
         self._collect_iter = None
 
     def _data_keys(self) -> tuple[str, ...]:
@@ -168,20 +170,24 @@ class Trainer:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     # ------------------------------------------------------------------ analysis
-    def analyse(self, out_dir: Path) -> dict[str, float]:
-        """The representation analysis on the monitoring set (counting task only)."""
+    def analyse(self, out_dir: Path) -> dict[str, float | None]:
+        """The representation analysis (counting task only), logged as a row of ``repr.csv``."""
         if self.cfg["task"]["suite"] != "counting":
             return {}
-        a = self.cfg["analysis"]
-        if self._monitor is None:
-            self._monitor = monitoring_set(self.cfg["task"], int(a["num_obs"]), int(a["seed"]))
-        pixels, counts = self._monitor
+        if self._sets is None:
+            self._sets = analysis_sets(self.cfg["task"], self.cfg["analysis"])
         probe = self.agent.probe
         decode = None
         if probe is not None:
             decode = lambda z: probe(z.to(self.device))  # noqa: E731
         title = f"{self.cfg['aux'].get('_target_', '').split('.')[-1]} / {self.cfg['routing']} / step {self.step}"
-        return analyse(self.agent.encode, pixels, counts, out_dir, decode, title)
+        metrics = analyse(self.agent.encode, *self._sets, out_dir, decode, title)
+        self.logger.log(self.step, {f"repr/{k}": float("nan") if v is None else v for k, v in metrics.items()}, table="repr")
+        return metrics
+
+    def label(self) -> str:
+        """``<aux>-<routing>`` of this run, for figure legends."""
+        return f"{self.cfg['aux'].get('_target_', '').split('.')[-1]}-{self.cfg['routing']}"
 
     # ------------------------------------------------------------------ loop
     def run(self) -> dict[str, float]:
@@ -194,6 +200,8 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, disable=not c["log"]["progress"], dynamic_ncols=True, desc="train")
         t0, steps0 = time.perf_counter(), self.step
         try:
+            if analysis_every > 0 and self.step == 0:  # the curve's first point: the initial encoder
+                self.analyse(self.run_dir / "analysis" / "step_0000000")
             while self.step < total:
                 if self.step % int(d["collect_every"]) == 0:
                     self.collect(int(d["frames_per_collect"]))
@@ -217,17 +225,12 @@ class Trainer:
                 if self.step % ckpt_every == 0 or self.step == total:
                     self.save()
                 if analysis_every > 0 and self.step % analysis_every == 0 and self.step < total:
-                    self._log_repr(self.analyse(self.run_dir / "analysis" / f"step_{self.step:07d}"))
+                    self.analyse(self.run_dir / "analysis" / f"step_{self.step:07d}")
             final = self.analyse(self.run_dir / "analysis")
-            self._log_repr(final)
+            if final:
+                summarise(read_curve(self.run_dir / "repr.csv"), self.run_dir / "analysis", self.label())
             return final
         finally:
             bar.close()
             self.logger.close()
             self.collector.shutdown()
-
-    def _log_repr(self, metrics: dict[str, float]) -> None:
-        if metrics and self.logger.tb is not None:
-            for k, v in metrics.items():
-                if v is not None:
-                    self.logger.tb.add_scalar(f"repr/{k}", v, self.step)

@@ -33,6 +33,7 @@ class WorldModel(nn.Module):
         pixel_encoder: ``flatten`` (TD-MPC2) | ``pooled`` | ``resnet`` (the paper's reference),
             see :mod:`agent.encoders`.
         resnet_blocks: basic blocks per ResNet stage (8 in the reference).
+        dyn_layers: hidden layers of the dynamics MLP (TD-MPC2 2, the paper's code 1).
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class WorldModel(nn.Module):
         shift_pad: int = 3,
         pixel_encoder: str = "flatten",
         resnet_blocks: int = 8,
+        dyn_layers: int = 2,
     ) -> None:
         super().__init__()
         obs_shape = tuple(int(s) for s in obs_shape)
@@ -63,6 +65,13 @@ class WorldModel(nn.Module):
                 f"model preset asks for a {encoder!r} encoder but the task's observations are {kind} "
                 f"of shape {obs_shape}; use model.encoder=auto or a {kind} preset"
             )
+        if kind == "state" and pixel_encoder != "flatten":
+            raise ValueError(
+                f"model.pixel_encoder={pixel_encoder} needs (C, H, W) pixel observations, but the task's are states "
+                f"of shape {obs_shape}; use a pixel task (task=counting, task.obs_type=pixels) or model.pixel_encoder=flatten"
+            )
+        if dyn_layers < 1:
+            raise ValueError(f"model.dyn_layers must be >= 1, got {dyn_layers}")
         if simnorm and latent_dim % simnorm_dim:
             raise ValueError(f"latent_dim {latent_dim} must be a multiple of simnorm_dim {simnorm_dim}")
         self.obs_shape, self.action_dim, self.latent_dim, self.kind = obs_shape, action_dim, latent_dim, kind
@@ -71,7 +80,7 @@ class WorldModel(nn.Module):
         else:
             body = StateEncoder(obs_shape[0], enc_dim, latent_dim, enc_layers)
         self.encoder = nn.Sequential(body, latent_out(simnorm, simnorm_dim))
-        self.dynamics = mlp(latent_dim + action_dim, [mlp_dim, mlp_dim], latent_dim, latent_out(simnorm, simnorm_dim))
+        self.dynamics = mlp(latent_dim + action_dim, [mlp_dim] * dyn_layers, latent_dim, latent_out(simnorm, simnorm_dim))
 
     def encode(self, obs: Tensor) -> Tensor:
         """``obs [*lead, *obs_shape] -> z [*lead, latent_dim]`` (any number of leading dims)."""

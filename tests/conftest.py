@@ -21,6 +21,7 @@ TINY = [
     "probe.batch_size=8",
     "analysis.every=6",
     "analysis.num_obs=64",
+    "analysis.heldout_num_obs=64",
     "log.every=3",
     "log.progress=false",
     "log.tensorboard=false",

@@ -18,7 +18,7 @@ def test_train_on_cuda_and_load_on_cpu(tiny_cfg, tmp_path, aux):
     trainer = Trainer(tiny_cfg("device=cuda", f"aux={aux}"), tmp_path)
     assert trainer.agent.device.type == "cuda"
     metrics = trainer.run()
-    assert metrics["centroid_acc"] is not None
+    assert metrics["heldout_centroid_acc"] is not None
     pixels, _ = monitoring_set(n=8)
     on_gpu = load(tmp_path, device="cuda").encode(pixels)
     on_cpu = load(tmp_path, device="cpu").encode(pixels)

@@ -47,3 +47,17 @@ def test_slices_stay_inside_trajectories():
         assert batch["obs"].shape == (3, 32, 3, 64, 64) and batch["action"].shape == (2, 32, 1)
         assert batch["obs_reward"].shape == (3, 32, 1) and batch["count"].shape == (3, 32)
         assert torch.equal(batch["obs"][2], s["next", "pixels"][:, 1])
+
+
+def test_policy_hold_carries_across_resets():
+    """``carry=True`` (the reference code's collection): a held action runs on through episode ends."""
+    env = CountingEnv(batch_size=(1,), seed=3)  # episodes of at most 4 steps
+    policy = RepeatedRandomPolicy(env.action_spec.space.low, env.action_spec.space.high, repeat=5, seed=0, carry=True)
+    collector = make_collector(env, policy, frames_per_batch=40)
+    data = next(iter(collector))[0]
+    collector.shutdown()
+    a, steps = data["action"][:, 0], data["step_count"][:, 0]
+    changes = [t for t in range(1, 40) if a[t] != a[t - 1]]  # the collector may call the policy once before
+    assert len(changes) >= 6 and all(b - c == 5 for c, b in zip(changes, changes[1:]))
+    resets = [t for t in range(1, 40) if steps[t] == 0]
+    assert resets and any(t not in changes for t in resets)  # episodes ended inside a hold

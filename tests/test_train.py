@@ -14,7 +14,8 @@ import torch
 from agent.agent import NonFiniteLossError
 from agent.api import load
 from agent.checkpoint import CheckpointError, load_checkpoint
-from agent.monitor import FIGURES, monitoring_set
+from agent.analysis import METRIC_KEYS
+from agent.monitor import FIGURES, monitoring_set, read_curve
 from agent.trainer import Trainer
 from tests.conftest import ROOT, TINY
 
@@ -33,19 +34,33 @@ def test_cli_smoke_run_writes_everything(tmp_path):
     assert (run_dir / "metrics.csv").read_text().count("\n") == 1 + 12 // 3
     assert list((run_dir / "tb").glob("events.*"))
     metrics = json.loads((run_dir / "analysis" / "metrics.json").read_text())
-    for key in ("centroid_acc", "knn_acc", "linear_probe_acc", "silhouette", "mean_pairwise_dist", "effective_rank", "decoder_mse"):
-        assert key in metrics
-    for fig in FIGURES:
+    for key in (*METRIC_KEYS, "decoder_mse"):
+        assert key in metrics and key in metrics["final"] and key in metrics["best"]
+    for fig in (*FIGURES, "curves.png"):
         assert (run_dir / "analysis" / fig).stat().st_size > 1000
-    assert (run_dir / "analysis" / "step_0000006" / "metrics.json").is_file()  # periodic analysis
+    # the curve: initial encoder, periodic analysis, final; best kept apart from final
+    assert (run_dir / "analysis" / "step_0000000" / "metrics.json").is_file()
+    assert (run_dir / "analysis" / "step_0000006" / "metrics.json").is_file()
+    curve = read_curve(run_dir / "repr.csv")
+    assert curve["step"] == [0, 6, 12]
+    assert metrics["final"]["step"] == 12 and metrics["best"]["by"] == "heldout_centroid_acc"
+    assert metrics["best"]["heldout_centroid_acc"] == max(curve["heldout_centroid_acc"])
     # the analysis CLI reproduces the final metrics from the checkpoint
     out = subprocess.run(
-        [sys.executable, "-m", "agent.analyze", f"run_dir={run_dir}", f"out={tmp_path / 'again'}", "num_obs=64"],
+        [sys.executable, "-m", "agent.analyze", f"run_dir={run_dir}", f"out={tmp_path / 'again'}", "num_obs=64", "heldout_num_obs=64"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
-    assert again == pytest.approx(metrics)
+    assert again == pytest.approx({k: v for k, v in metrics.items() if k not in ("final", "best")})
+    # ... and the curve from the kept checkpoints
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.analyze", f"run_dir={run_dir}", f"out={tmp_path / 'all'}", "num_obs=64", "heldout_num_obs=64", "checkpoints=all"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert read_curve(tmp_path / "all" / "repr.csv")["step"] == [6, 12]
+    assert (tmp_path / "all" / "curves.png").is_file()
 
 
 @pytest.mark.slow
