@@ -13,6 +13,9 @@ from agent.probe import DecoderProbe
 from agent.world_model import WorldModel
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN/inf; the update was not applied."""
 
@@ -32,6 +35,9 @@ class UpdateConfig:
         probe: train the decoder probe alongside.
         probe_lr: the probe's learning rate.
         probe_batch: samples of each batch the probe trains on (its decoder costs ~3x the encoder).
+        precision: ``fp32`` or ``bf16`` (autocast of the update's forward passes; weights, optimiser
+            state and the analysis stay fp32).
+        channels_last: keep conv weights and frames in channels-last memory (same maths, faster convs).
     """
 
     routing: str = "joint"
@@ -44,9 +50,13 @@ class UpdateConfig:
     probe: bool = True
     probe_lr: float = 3e-4
     probe_batch: int = 64
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         check_routing(self.routing)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         unknown = set(self.loss_scales) - {"dyn", "aux"}
         if unknown or "dyn" not in self.loss_scales:
             raise ValueError(f"loss_scales must have keys 'dyn' (and 'aux'), got {sorted(self.loss_scales)}")
@@ -72,6 +82,12 @@ class PJEPAAgent(nn.Module):
             groups.append({"params": trainable})
         self.optim = torch.optim.Adam(groups, lr=cfg.lr)
         self.probe_optim = torch.optim.Adam(self.probe.parameters(), lr=cfg.probe_lr) if self.probe else None
+        if cfg.channels_last:
+            self.to(memory_format=torch.channels_last)  # 4-D conv weights only; the rest is unchanged
+
+    def autocast(self) -> torch.autocast:
+        """The update's precision context (bf16 autocast on the agent's device type, or a no-op)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
     @property
     def device(self) -> torch.device:
@@ -104,7 +120,8 @@ class PJEPAAgent(nn.Module):
             NonFiniteLossError: the total loss is NaN/inf; no parameter was changed.
         """
         self.train()
-        terms, _ = self.losses(batch)
+        with self.autocast():
+            terms, _ = self.losses(batch)
         total = sum(self.cfg.loss_scales.get(k, 0.0) * v for k, v in terms.items())
         if not torch.isfinite(total):
             raise NonFiniteLossError(f"non-finite loss: { {k: float(v.detach()) for k, v in terms.items()} }")
@@ -119,7 +136,8 @@ class PJEPAAgent(nn.Module):
             n = self.cfg.probe_batch
             obs0 = batch["obs"][0, :n]
             # clean latents, as the probe is evaluated on: training ones are of shift-augmented frames
-            probe_loss = self.probe.loss(self.encode(obs0), obs0)
+            with self.autocast():
+                probe_loss = self.probe.loss(self.encode(obs0), obs0)
             self.probe_optim.zero_grad(set_to_none=True)
             probe_loss.backward()
             self.probe_optim.step()

@@ -21,6 +21,20 @@ def to_dict(cfg: Any) -> dict:
     return dict(cfg)
 
 
+def check_preset(cfg: Any) -> None:
+    """An experiment preset (``experiment=<name>``) on a task it does not fit fails here, before any work."""
+    c = to_dict(cfg)
+    preset, task = c.get("preset") or {}, c["task"]
+    suites = preset.get("suites")
+    if suites and task["suite"] not in suites:
+        raise ValueError(
+            f"experiment={preset['name']} sets up the paper's pixel runs and fits task suites {suites}; "
+            f"this run's task is {task['name']!r} (suite {task['suite']!r}): use task=counting or drop experiment={preset['name']}"
+        )
+    if suites and task.get("obs_type", "pixels") != "pixels":
+        raise ValueError(f"experiment={preset['name']} needs pixel observations; this run has task.obs_type={task['obs_type']}")
+
+
 def build_aux(aux_cfg: Any, latent_dim: int, obs_shape: tuple[int, ...]) -> AuxTask:
     """Instantiate the auxiliary task a ``configs/aux/*.yaml`` describes."""
     aux_cfg = to_dict(aux_cfg)
@@ -50,6 +64,8 @@ def update_config(cfg: Any) -> UpdateConfig:
         probe=bool(c["probe"]["enabled"]),
         probe_lr=float(c["probe"]["lr"]),
         probe_batch=int(c["probe"]["batch_size"]),
+        precision=c["perf"]["precision"],
+        channels_last=bool(c["perf"]["channels_last"]),
     )
 
 

@@ -1,6 +1,11 @@
-"""Learning curves of online runs: ``python -m agent.curves RUN_DIR [RUN_DIR ...] --out curves.png``.
+"""Learning curves of runs: ``python -m agent.curves RUN_DIR [RUN_DIR ...] --out curves.png [--repr]``.
 
-Reads each run's ``eval.csv`` (evaluation with the planner) and ``episodes.csv`` (training episode
+``--repr``: representation runs (the counting job): each run's ``repr.csv`` (or, when the curve was
+rebuilt by ``python -m agent.analyze checkpoints=all``, ``analysis/repr.csv``) as count accuracies,
+count clusters and encoding size against updates, beside the reference code's curve; also prints
+a Markdown table of each run's final and best (by held-out centroid accuracy) metrics.
+
+Otherwise online runs: reads each run's ``eval.csv`` (evaluation with the planner) and ``episodes.csv`` (training episode
 returns, with exploration) and plots them against env steps (agent steps x the task's action repeat,
 read from the run's ``.hydra/config.yaml`` when present). ``--metric success`` plots the eval success
 rate instead of the return (the counting task).
@@ -64,15 +69,57 @@ def plot_curves(run_dirs: list[Path], out: Path, metric: str = "return", labels:
     return out
 
 
+TABLE_KEYS = ("heldout_centroid_acc", "heldout_knn_acc", "heldout_probe_acc", "distinct_counts", "count_clusters",
+              "kmeans_ari", "insample_centroid_acc", "encoding_size")  # fmt: skip
+
+
+def repr_curve_path(run_dir: Path) -> Path:
+    """A run's representation curve: ``repr.csv``, else the rebuilt ``analysis/repr.csv``."""
+    for path in (run_dir / "repr.csv", run_dir / "analysis" / "repr.csv"):
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"{run_dir} has no repr.csv: is it a counting representation run (agent=pjepa)?")
+
+
+def repr_table(curves: dict[str, dict[str, list[float]]]) -> str:
+    """Markdown table: per run, the final row and the best row (by held-out centroid accuracy)."""
+    head = "| run | | step | " + " | ".join(TABLE_KEYS) + " |"
+    lines = [head, "|---|---|---:|" + "---:|" * len(TABLE_KEYS)]
+    for label, c in curves.items():
+        scores = [-1.0 if v != v else v for v in c["heldout_centroid_acc"]]
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        for name, i in (("final", len(scores) - 1), ("best", best)):
+            cells = [f"{c[k][i]:.3g}" if k in c and c[k][i] == c[k][i] else "-" for k in TABLE_KEYS]
+            lines.append(f"| {label} | {name} | {c['step'][i]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_repr(run_dirs: list[Path], out: Path, labels: list[str] | None = None) -> str:
+    """``curves.png`` of representation runs against the reference curve; returns the Markdown table."""
+    from agent.analysis import plot_repr_curves
+    from agent.monitor import read_curve
+
+    labels = labels or [d.name for d in run_dirs]
+    curves = {label: read_curve(repr_curve_path(d)) for d, label in zip(run_dirs, labels)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_repr_curves(curves).savefig(out, dpi=100, bbox_inches="tight")
+    return repr_table(curves)
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("curves.png"))
     parser.add_argument("--metric", default="return", choices=("return", "success"))
     parser.add_argument("--labels", nargs="*", default=None)
+    parser.add_argument("--repr", action="store_true", help="representation runs: repr.csv curves and a table")
     args = parser.parse_args(argv)
     if args.labels and len(args.labels) != len(args.run_dirs):
         parser.error(f"{len(args.labels)} labels for {len(args.run_dirs)} run directories")
+    if args.repr:
+        print(plot_repr(args.run_dirs, args.out, args.labels))
+        print(args.out)
+        return args.out
     path = plot_curves(args.run_dirs, args.out, args.metric, args.labels)
     print(path)
     return path

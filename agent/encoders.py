@@ -140,8 +140,11 @@ class PixelEncoder(nn.Module):
         self.head = nn.Linear(flat, latent_dim)
 
     def forward(self, obs: Tensor) -> Tensor:
-        x = obs.float() / 255.0 - 0.5
-        return self.head(self.trunk(self.aug(x)))
+        x = self.aug(obs.float() / 255.0 - 0.5)
+        w = self.trunk[0].weight
+        if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():  # agent's perf.channels_last
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.head(self.trunk(x))
 
 
 def min_frame_size(arch: str) -> int:

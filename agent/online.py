@@ -13,7 +13,7 @@ from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
 from tqdm import tqdm
 
-from agent.build import build_aux, to_dict
+from agent.build import build_aux, check_preset, to_dict
 from agent.checkpoint import CheckpointError, check_signature, load_buffer, load_checkpoint, save_buffer, save_checkpoint
 from agent.data import RepeatedRandomPolicy, to_time_major
 from agent.evaluate import _batched, evaluate
@@ -68,6 +68,7 @@ class OnlineTrainer:
     def __init__(self, cfg: Any, run_dir: str | Path) -> None:
         self.cfg = c = to_dict(cfg)
         self.run_dir, a = Path(run_dir), c["agent"]
+        check_preset(c)
         self.device = resolve_device(c["device"])
         seed_everything(int(c["seed"]))
         self.env = make_env(c, num_envs=1, seed=int(c["seed"]), device="cpu")

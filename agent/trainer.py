@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from agent.agent import NonFiniteLossError, PJEPAAgent
-from agent.build import build_agent, signature, to_dict
+from agent.build import build_agent, check_preset, signature, to_dict
 from agent.checkpoint import check_signature, load_checkpoint, save_checkpoint
 from agent.data import RepeatedRandomPolicy, add_rollout, make_buffer, make_collector, to_time_major
 from agent.logger import Logger
@@ -86,6 +86,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         c = self.cfg
+        check_preset(c)
         if c["task"]["suite"] == "counting" and c["task"].get("obs_type", "pixels") != "pixels":
             raise ValueError(
                 "the representation job analyses a pixel encoder on the counting frames; task.obs_type=state "

@@ -37,3 +37,20 @@ def test_curves_cli_rejects_a_directory_without_eval_csv(tmp_path):
     (tmp_path / "a" / "eval.csv").write_text("step,eval/return,eval/success\n")  # header only
     with pytest.raises(ValueError, match="no values of 'eval/return' yet"):
         main([str(tmp_path / "a"), "--out", str(tmp_path / "c.png")])
+
+
+def test_repr_curves_of_representation_runs_with_table(tmp_path, capsys):
+    cols = ["step", "repr/heldout_centroid_acc", "repr/heldout_knn_acc", "repr/encoding_size", "repr/count_clusters"]
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "repr.csv").write_text(",".join(cols) + "\n0,0.2,0.1,5.0,1\n500,0.9,0.8,1.0,7\n1000,0.7,0.85,0.5,8\n")
+    b = tmp_path / "b"
+    (b / "analysis").mkdir(parents=True)  # a curve rebuilt by agent.analyze checkpoints=all
+    (b / "analysis" / "repr.csv").write_text(",".join(cols) + "\n500,0.3,0.3,2.0,2\n1000,0.4,,1.0,3\n")
+    out = main([str(a), str(b), "--repr", "--out", str(tmp_path / "r.png")])
+    assert iio.imread(out).std() > 0
+    table = capsys.readouterr().out
+    assert "| a | final | 1000 | 0.7 | 0.85 |" in table and "| a | best | 500 | 0.9 | 0.8 |" in table
+    assert "| b | final | 1000 | 0.4 | - |" in table  # an empty cell stays visible as a dash
+    with pytest.raises(FileNotFoundError, match="no repr.csv"):
+        main([str(tmp_path), "--repr", "--out", str(tmp_path / "x.png")])
