@@ -50,12 +50,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
+#: Signature keys added after checkpoints were first written, with the value older checkpoints had.
+LEGACY_DEFAULTS = {"model.pixel_encoder": "flatten", "model.resnet_blocks": 8, "model.dyn_layers": 2, "aux.net": "conv"}
+
+
 def diff_signature(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Human-readable differences between two nested signatures (empty when they agree)."""
+    """Human-readable differences between two nested signatures (empty when they agree).
+
+    A key an older checkpoint lacks counts as its :data:`LEGACY_DEFAULTS` value.
+    """
     out = []
     for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
         name = f"{prefix}{key}"
+        a, b = saved.get(key, LEGACY_DEFAULTS.get(name, "<missing>")), current.get(key, "<missing>")
         if isinstance(a, dict) and isinstance(b, dict):
             out += diff_signature(a, b, name + ".")
         elif a != b:

@@ -102,7 +102,7 @@ def conv_trunk(in_channels: int, channels: int, pooled: bool) -> nn.Sequential:
 
 
 class PixelEncoder(nn.Module):
-    """``[N, C, H, W]`` uint8 -> ``[N, latent_dim]``: scale to [-0.5, 0.5], shift aug, trunk, linear head.
+    """``[N, C, H, W]`` uint8 -> ``[N, latent_dim]``: scale to [-0.5, 0.5], shift aug, conv trunk (``convs``), linear head.
 
     Convs are He-initialised with zero bias. PyTorch's default conv init shrinks the signal ~2x per
     layer; on counting frames (a few small objects on black) the latent then varies by ~0.2% across
@@ -132,19 +132,19 @@ class PixelEncoder(nn.Module):
         c = obs_shape[0]
         self.aug = ShiftAug(shift_pad)
         if arch == "resnet":
-            self.trunk = resnet_trunk(c, resnet_blocks)
+            self.convs = resnet_trunk(c, resnet_blocks)
         else:
-            self.trunk = conv_trunk(c, num_channels, pooled=arch == "pooled")
+            self.convs = conv_trunk(c, num_channels, pooled=arch == "pooled")
         with torch.no_grad():
-            flat = self.trunk(torch.zeros(1, *obs_shape)).shape[-1]
+            flat = self.convs(torch.zeros(1, *obs_shape)).shape[-1]
         self.head = nn.Linear(flat, latent_dim)
 
     def forward(self, obs: Tensor) -> Tensor:
         x = self.aug(obs.float() / 255.0 - 0.5)
-        w = self.trunk[0].weight
+        w = self.convs[0].weight
         if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():  # agent's perf.channels_last
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.head(self.trunk(x))
+        return self.head(self.convs(x))
 
 
 def min_frame_size(arch: str) -> int:

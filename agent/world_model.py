@@ -31,7 +31,7 @@ class WorldModel(nn.Module):
         enc_layers: layers of the state encoder.
         shift_pad: random-shift augmentation of the pixel encoder (0 disables).
         pixel_encoder: ``flatten`` (TD-MPC2) | ``pooled`` | ``resnet`` (the paper's reference),
-            see :mod:`agent.encoders`.
+            see :mod:`agent.encoders`; state observations use the MLP encoder whatever it says.
         resnet_blocks: basic blocks per ResNet stage (8 in the reference).
         dyn_layers: hidden layers of the dynamics MLP (TD-MPC2 2, the paper's code 1).
     """
@@ -64,11 +64,6 @@ class WorldModel(nn.Module):
             raise ValueError(
                 f"model preset asks for a {encoder!r} encoder but the task's observations are {kind} "
                 f"of shape {obs_shape}; use model.encoder=auto or a {kind} preset"
-            )
-        if kind == "state" and pixel_encoder != "flatten":
-            raise ValueError(
-                f"model.pixel_encoder={pixel_encoder} needs (C, H, W) pixel observations, but the task's are states "
-                f"of shape {obs_shape}; use a pixel task (task=counting, task.obs_type=pixels) or model.pixel_encoder=flatten"
             )
         if dyn_layers < 1:
             raise ValueError(f"model.dyn_layers must be >= 1, got {dyn_layers}")

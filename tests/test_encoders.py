@@ -51,8 +51,6 @@ def test_encoder_that_does_not_fit_names_the_option_and_what_fits():
         PixelEncoder(PIX, 8, 16, arch="vit")
     with pytest.raises(ValueError, match="model.resnet_blocks must be >= 1"):
         PixelEncoder(PIX, 8, 16, arch="resnet", resnet_blocks=0)
-    with pytest.raises(ValueError, match="model.pixel_encoder=resnet needs \\(C, H, W\\) pixel observations"):
-        WorldModel((5,), 1, latent_dim=16, pixel_encoder="resnet")
     with pytest.raises(ValueError, match="model.dyn_layers must be >= 1"):
         WorldModel(PIX, 1, latent_dim=16, dyn_layers=0)
 
@@ -61,3 +59,19 @@ def test_world_model_dynamics_depth():
     wm = WorldModel(PIX, 1, latent_dim=16, mlp_dim=32, num_channels=8, pixel_encoder="pooled", dyn_layers=1)
     assert sum(isinstance(m, torch.nn.Linear) for m in wm.dynamics) == 2  # one hidden layer + output
     assert wm.next(torch.zeros(3, 16), torch.zeros(3, 1)).shape == (3, 16)
+
+
+def test_checkpoints_from_before_the_encoder_options_still_match():
+    """A signature without the new model keys reads as the flatten encoder it was made with."""
+    from agent.checkpoint import diff_signature
+
+    old = {"model": {"latent_dim": 16}, "aux": {"_target_": "agent.auxiliary.RandomNetAux"}}
+    now = {"model": {"latent_dim": 16, "pixel_encoder": "flatten", "resnet_blocks": 8, "dyn_layers": 2},
+           "aux": {"_target_": "agent.auxiliary.RandomNetAux", "net": "conv"}}  # fmt: skip
+    assert diff_signature(old, now) == []
+    now["model"]["pixel_encoder"] = "pooled"
+    assert diff_signature(old, now) == ["model.pixel_encoder: checkpoint has 'flatten', config has 'pooled'"]
+    # the flatten encoder keeps its parameter names, so its old weights load
+    names = [n for n, _ in PixelEncoder(PIX, 8, 16, arch="flatten").named_parameters()]
+    assert names == ["convs.0.weight", "convs.0.bias", "convs.2.weight", "convs.2.bias", "convs.4.weight",
+                     "convs.4.bias", "convs.6.weight", "convs.6.bias", "head.weight", "head.bias"]  # fmt: skip

@@ -55,7 +55,7 @@ def test_fast_paths_match_fp32_losses_and_updates(overrides, rtol):
 
 def test_channels_last_weights_and_fp32_state():
     _, fast = _agents("perf.channels_last=true", "perf.precision=bf16")
-    conv = fast.wm.encoder[0].trunk[0].weight
+    conv = fast.wm.encoder[0].convs[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and conv.dtype == torch.float32
     fast.update(_batch())
     assert all(s["exp_avg"].dtype == torch.float32 for s in fast.optim.state.values())
