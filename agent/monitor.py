@@ -50,8 +50,8 @@ def monitoring_set(task: dict | None = None, n: int = 256, seed: int = 42) -> La
     return pixels, counts
 
 
-def analysis_sets(task: dict, analysis: dict) -> tuple[LabelledSet, LabelledSet]:
-    """The monitoring and held-out sets an ``analysis`` config describes; their seed ranges must not overlap."""
+def check_analysis(analysis: dict) -> None:
+    """Raise a ``ValueError`` when the monitoring and held-out sets are too small or share seeds."""
     n, seed = int(analysis["num_obs"]), int(analysis["seed"])
     n_out, seed_out = int(analysis["heldout_num_obs"]), int(analysis["heldout_seed"])
     if n < 2 or n_out < 2:
@@ -61,7 +61,13 @@ def analysis_sets(task: dict, analysis: dict) -> tuple[LabelledSet, LabelledSet]
             f"the held-out seeds {seed_out}..{seed_out + n_out - 1} overlap the monitoring seeds {seed}..{seed + n - 1}; "
             "move analysis.heldout_seed"
         )
-    return monitoring_set(task, n, seed), monitoring_set(task, n_out, seed_out)
+
+
+def analysis_sets(task: dict, analysis: dict) -> tuple[LabelledSet, LabelledSet]:
+    """The monitoring and held-out sets an ``analysis`` config describes (checked by :func:`check_analysis`)."""
+    check_analysis(analysis)
+    a = {k: int(analysis[k]) for k in ("num_obs", "seed", "heldout_num_obs", "heldout_seed")}
+    return monitoring_set(task, a["num_obs"], a["seed"]), monitoring_set(task, a["heldout_num_obs"], a["heldout_seed"])
 
 
 def analyse(
@@ -138,4 +144,4 @@ def summarise(curve: dict[str, list[float]], out_dir: str | Path, label: str = "
     return summary
 
 
-__all__ = ["BEST_BY", "FIGURES", "METRIC_KEYS", "analyse", "analysis_sets", "monitoring_set", "read_curve", "summarise"]
+__all__ = ["BEST_BY", "FIGURES", "METRIC_KEYS", "analyse", "analysis_sets", "check_analysis", "monitoring_set", "read_curve", "summarise"]

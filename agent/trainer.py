@@ -16,7 +16,7 @@ from agent.build import build_agent, check_preset, signature, to_dict
 from agent.checkpoint import check_signature, load_checkpoint, save_checkpoint
 from agent.data import RepeatedRandomPolicy, add_rollout, make_buffer, make_collector, to_time_major
 from agent.logger import Logger
-from agent.monitor import analyse, analysis_sets, read_curve, summarise
+from agent.monitor import analyse, analysis_sets, check_analysis, read_curve, summarise
 from envs import make_env
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,10 @@ class Trainer:
         self.agent: PJEPAAgent = build_agent(c, self.obs_shape, self.action_dim, self.device)
         self.signature = signature(c, self.obs_shape, self.action_dim)
         self.horizon = int(c["horizon"])
+        if c["task"]["suite"] == "counting":
+            check_analysis(c["analysis"])
+        if int(c["probe"]["every"]) < 1:
+            raise ValueError(f"probe.every must be >= 1 (train the probe every n-th update), got {c['probe']['every']}")
         if int(c["checkpoint"]["keep"]) < 1:
             raise ValueError(f"checkpoint.keep must be >= 1 (last.pt is always kept), got {c['checkpoint']['keep']}")
         self.data_keys = self._data_keys()

@@ -175,3 +175,12 @@ def test_monitoring_set_is_fixed_and_labelled():
     b, cb = monitoring_set(n=256)
     assert torch.equal(a, b) and torch.equal(ca, cb)
     assert a.shape == (256, 3, 64, 64) and set(ca.tolist()) == set(range(9))
+
+
+def test_bad_analysis_and_probe_settings_fail_before_work(tiny_cfg, tmp_path):
+    with pytest.raises(ValueError, match="probe.every must be >= 1"):
+        Trainer(tiny_cfg("probe.every=0"), tmp_path / "a")
+    with pytest.raises(ValueError, match="held-out seeds 50..113 overlap the monitoring seeds 42..105"):
+        Trainer(tiny_cfg("analysis.heldout_seed=50"), tmp_path / "b")  # seeds 50..113 overlap 42..105
+    with pytest.raises(ValueError, match="must be >= 2"):
+        Trainer(tiny_cfg("analysis.heldout_num_obs=1"), tmp_path / "c")
