@@ -84,16 +84,17 @@ def test_cli_bad_names_fail_clearly(tmp_path, override, message):
     assert message in proc.stderr
 
 
-def test_same_seed_same_numbers(tiny_cfg, tmp_path):
-    a = Trainer(tiny_cfg("analysis.every=0"), tmp_path / "a").run()
-    b = Trainer(tiny_cfg("analysis.every=0"), tmp_path / "b").run()
+@pytest.mark.parametrize("perf", [[], ["perf.precision=fp32", "perf.channels_last=false", "probe.every=1"]], ids=["recipe", "fp32"])
+def test_same_seed_same_numbers(tiny_cfg, tmp_path, perf):
+    a = Trainer(tiny_cfg("analysis.every=0", *perf), tmp_path / "a").run()
+    b = Trainer(tiny_cfg("analysis.every=0", *perf), tmp_path / "b").run()
     assert (tmp_path / "a" / "metrics.csv").read_text().split("\n")[0] == (tmp_path / "b" / "metrics.csv").read_text().split("\n")[0]
     rows = [np.genfromtxt(tmp_path / d / "metrics.csv", delimiter=",", skip_header=1) for d in "ab"]
     header = (tmp_path / "a" / "metrics.csv").read_text().split("\n")[0].split(",")
     keep = [i for i, k in enumerate(header) if k != "perf/updates_per_s"]
     np.testing.assert_array_equal(rows[0][:, keep], rows[1][:, keep])
     assert a == b
-    c = Trainer(tiny_cfg("analysis.every=0", "seed=2"), tmp_path / "c").run()
+    c = Trainer(tiny_cfg("analysis.every=0", "seed=2", *perf), tmp_path / "c").run()
     assert c != a
 
 
