@@ -10,12 +10,12 @@ reconstructions.png and prints the metrics as JSON. ``checkpoints=all`` analyses
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
 
 from agent.api import TrainedModel, load
+from agent.logger import Logger
 from agent.monitor import analyse, analysis_sets, read_curve, summarise
 
 KEYS = ("run_dir", "checkpoint", "out", "num_obs", "seed", "heldout_num_obs", "heldout_seed", "device", "checkpoints")
@@ -64,16 +64,15 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(metrics, indent=2))
         return metrics
     paths = sorted((Path(args["run_dir"]) / "checkpoints").glob("step_*.pt"))
-    rows = []
+    if not paths:
+        raise SystemExit(f"{args['run_dir']}/checkpoints has no step_<n>.pt checkpoints to analyse")
+    logger = Logger(out, tensorboard=False)  # writes <out>/repr.csv as the training run writes its own
     for path in paths:
         m = load(path, device)
         metrics = _analyse_model(m, sets, out / f"step_{m.step:07d}")
-        rows.append({"step": m.step, **{k: "" if v is None else v for k, v in metrics.items()}})
+        logger.log(m.step, {f"repr/{k}": float("nan") if v is None else v for k, v in metrics.items()}, table="repr")
         print(json.dumps({"step": m.step, **metrics}))
-    with (out / "repr.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    logger.close()
     summary = summarise(read_curve(out / "repr.csv"), out, Path(args["run_dir"]).name)
     print(json.dumps(summary, indent=2))
     return summary

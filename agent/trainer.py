@@ -185,8 +185,7 @@ class Trainer:
         decode = None
         if probe is not None:
             decode = lambda z: probe(z.to(self.device))  # noqa: E731
-        title = f"{self.cfg['aux'].get('_target_', '').split('.')[-1]} / {self.cfg['routing']} / step {self.step}"
-        metrics = analyse(self.agent.encode, *self._sets, out_dir, decode, title)
+        metrics = analyse(self.agent.encode, *self._sets, out_dir, decode, f"{self.label()} / step {self.step}")
         self.logger.log(self.step, {f"repr/{k}": float("nan") if v is None else v for k, v in metrics.items()}, table="repr")
         return metrics
 
