@@ -68,3 +68,16 @@ def test_paper_on_a_non_pixel_task_fails_at_start(tmp_path, task):
 def test_paper_encoder_on_state_observations_names_the_problem():
     with pytest.raises(ValueError, match="'pixels' encoder but the task's observations are state"):
         build_agent(paper("aux=random"), (3,), 1)
+
+
+def test_the_main_job_runs_the_counting_recipe_and_the_online_agent_does_not():
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        main = compose("config", overrides=["task=counting"])
+        online = compose("config", overrides=["task=counting", "agent=tdmpc2"])
+        gym = compose("config", overrides=["task=gym/Pendulum-v1"])
+        mine = compose("config", overrides=["task=counting", "task.reward_type=sparse", "model=small"])
+    assert (main.model.name, main.model.pixel_encoder, main.model.shift_pad) == ("counting", "pooled", 0)
+    assert (main.task.reward_type, main.loss_scales.aux, main.perf.precision, main.probe.every, main.steps) == ("dense", 5.0, "bf16", 4, 3500)
+    assert (online.model.name, online.task.reward_type) == ("small", "sparse")
+    assert "reward_type" not in gym.task and gym.loss_scales.aux == 1.0
+    assert (mine.task.reward_type, mine.model.name) == ("sparse", "small")  # the command line still wins

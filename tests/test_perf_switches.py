@@ -21,11 +21,15 @@ def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
     return {"obs": obs, "action": torch.rand(1, 8, 1, generator=g) * 2 - 1, "obs_reward": torch.rand(2, 8, 1, generator=g)}
 
 
+FP32 = ("model=small", "model.pixel_encoder=pooled", "model.shift_pad=0", "perf.precision=fp32", "perf.channels_last=false")
+
+
 def _agents(*overrides: str):
+    """The fp32 eager agent and one with ``overrides``, with the same weights."""
     torch.manual_seed(0)
-    base = build_agent(compose_cfg("model=small", "model.pixel_encoder=pooled", "model.shift_pad=0"), (3, 64, 64), 1)
+    base = build_agent(compose_cfg(*FP32), (3, 64, 64), 1)
     torch.manual_seed(0)
-    fast = build_agent(compose_cfg("model=small", "model.pixel_encoder=pooled", "model.shift_pad=0", *overrides), (3, 64, 64), 1)
+    fast = build_agent(compose_cfg(*FP32, *overrides), (3, 64, 64), 1)
     fast.load_state_dict(base.state_dict())
     return base, fast
 
