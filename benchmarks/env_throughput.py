@@ -12,7 +12,6 @@ import argparse
 import time
 
 import torch
-from tensordict import TensorDict
 
 from envs.counting import CountingEnv
 
