@@ -21,7 +21,7 @@ from agent.heads import discount_from_episode_length
 from agent.logger import Logger
 from agent.tdmpc import TDMPCModel
 from agent.tdmpc_agent import TDMPCAgent, TDMPCConfig
-from agent.trainer import aux_data_keys, obs_info, resolve_device, rng_state, seed_everything, set_rng_state
+from agent.trainer import aux_data_keys, deadline, obs_info, resolve_device, rng_state, seed_everything, set_rng_state
 from agent.world_model import WorldModel
 from envs import make_env
 from planner.mppi import MPPIConfig
@@ -84,6 +84,7 @@ class OnlineTrainer:
                 f"slice sampler drops episodes shorter than the horizon (the fast successes); use agent.horizon=1"
             )
         self.seed_steps = int(a["seed_steps"]) if a["seed_steps"] is not None else max(1000, 5 * length)
+        deadline(c.get("time_limit"), 0.0)
         self.pretrain_updates = int(a["pretrain_updates"]) if a.get("pretrain_updates") is not None else self.seed_steps
         if int(a["updates_per_step"]) < 1 or self.pretrain_updates < 0:
             raise ValueError(f"need agent.updates_per_step >= 1 and agent.pretrain_updates >= 0, got {a['updates_per_step']}, {self.pretrain_updates}")
@@ -169,6 +170,7 @@ class OnlineTrainer:
         td, ep_return, last_eval = self.env.reset(), 0.0, {}
         bar = tqdm(total=total, initial=self.step, disable=not c["log"]["progress"], dynamic_ncols=True, desc="online")
         t0, steps0 = time.perf_counter(), self.step
+        stop_at = deadline(c.get("time_limit"), t0)
         try:
             while self.step < total:
                 td.set("action", self._act(td, self.step < self.seed_steps or random_collect))
@@ -178,6 +180,9 @@ class OnlineTrainer:
                 ep_return += float(stepped["next", "reward"].sum())
                 self.step += 1
                 bar.update(1)
+                if stop_at is not None and time.perf_counter() >= stop_at:
+                    log.info("time_limit of %s min reached at step %d of %d: evaluating and saving", c["time_limit"], self.step, total)
+                    total = self.step  # the last step: evaluated and saved as the end of the run
                 if bool(stepped["next", "done"].any()):
                     self.logger.log(self.step, {"train/episode_return": ep_return}, table="episodes")
                     self.episode, ep_return = self.episode + 1, 0.0

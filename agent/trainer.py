@@ -58,6 +58,18 @@ def aux_data_keys(aux, env, task_name: str) -> tuple[str, ...]:
     return keys
 
 
+def deadline(minutes: float | None, start: float) -> float | None:
+    """``time_limit`` (minutes of training wall time, or None) -> a ``time.perf_counter()`` deadline.
+
+    Raises a clear error for a limit that is not a positive number, before any work.
+    """
+    if minutes is None:
+        return None
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
+        raise ValueError(f"time_limit must be null or a positive number of minutes, got {minutes!r}")
+    return start + 60.0 * float(minutes)
+
+
 def rng_state() -> dict:
     """Global torch (CPU and CUDA) and numpy RNG states, for checkpoints."""
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
@@ -106,6 +118,7 @@ class Trainer:
             raise ValueError(f"probe.every must be >= 1 (train the probe every n-th update), got {c['probe']['every']}")
         if int(c["checkpoint"]["keep"]) < 1:
             raise ValueError(f"checkpoint.keep must be >= 1 (last.pt is always kept), got {c['checkpoint']['keep']}")
+        deadline(c.get("time_limit"), 0.0)
         self.data_keys = self._data_keys()
         self.step = 0
         resumed = self._maybe_resume()
@@ -203,6 +216,7 @@ class Trainer:
         self.collect(int(d["seed_frames"]))
         bar = tqdm(total=total, initial=self.step, disable=not c["log"]["progress"], dynamic_ncols=True, desc="train")
         t0, steps0 = time.perf_counter(), self.step
+        stop_at = deadline(c.get("time_limit"), t0)
         try:
             if analysis_every > 0 and self.step == 0:  # the curve's first point: the initial encoder
                 self.analyse(self.run_dir / "analysis" / "step_0000000")
@@ -222,6 +236,9 @@ class Trainer:
                     metrics["loss/probe"] = probe_loss
                 self.step += 1
                 bar.update(1)
+                if stop_at is not None and time.perf_counter() >= stop_at:
+                    log.info("time_limit of %s min reached at step %d of %d: saving and analysing", c["time_limit"], self.step, total)
+                    total = self.step  # the last step: logged, saved and analysed as the end of the run
                 if self.step % log_every == 0 or self.step == total:
                     rate = (self.step - steps0) / (time.perf_counter() - t0)
                     row = self.logger.log(self.step, {**metrics, "perf/updates_per_s": rate, "data/frames": self.frames})

@@ -155,3 +155,15 @@ def test_agent_learns_counting_from_the_count(tmp_path):
     )  # fmt: skip
     result = OnlineTrainer(cfg, tmp_path).run()
     assert result["success_rate"] >= 0.8, result
+
+
+def test_online_time_limit_ends_the_run_evaluated_and_saved(tmp_path):
+    from agent.checkpoint import load_checkpoint
+    from agent.online import OnlineTrainer
+
+    task = ("task=gym/Pendulum-v1", "aux=none", "task.episode_length=40", "agent.total_steps=60")
+    OnlineTrainer(online_cfg(*task, "time_limit=1e-9"), tmp_path).run()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 1
+    assert (tmp_path / "eval" / "step_0000001.json").exists()
+    with pytest.raises(ValueError, match="time_limit must be null or a positive number"):
+        OnlineTrainer(online_cfg(*task, "time_limit=-2"), tmp_path / "bad")

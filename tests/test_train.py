@@ -185,3 +185,20 @@ def test_bad_analysis_and_probe_settings_fail_before_work(tiny_cfg, tmp_path):
         Trainer(tiny_cfg("analysis.heldout_seed=50"), tmp_path / "b")  # seeds 50..113 overlap 42..105
     with pytest.raises(ValueError, match="must be >= 2"):
         Trainer(tiny_cfg("analysis.heldout_num_obs=1"), tmp_path / "c")
+
+
+def test_time_limit_ends_the_run_early_saved_and_analysed(tiny_cfg, tmp_path):
+    final = Trainer(tiny_cfg("steps=12", "time_limit=1e-9"), tmp_path).run()  # spent after the first update
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 1
+    assert final["heldout_centroid_acc"] is not None
+    assert (tmp_path / "analysis" / "metrics.json").exists()
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "repr.csv").read_text().splitlines()[1:]]
+    assert steps == [0, 1]
+    assert [int(line.split(",")[0]) for line in (tmp_path / "metrics.csv").read_text().splitlines()[1:]] == [1]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "true"])
+def test_bad_time_limit_fails_before_work(tiny_cfg, tmp_path, value):
+    with pytest.raises(ValueError, match="time_limit must be null or a positive number of minutes"):
+        Trainer(tiny_cfg(f"time_limit={value}"), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
