@@ -15,8 +15,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from agent.agent import NonFiniteLossError
 from agent.online import OnlineTrainer
+from agent.optim_step import NonFiniteLossError
 from agent.trainer import Trainer
 
 TRAINERS = {"pjepa": Trainer, "tdmpc2": OnlineTrainer}

@@ -9,15 +9,11 @@ from torch import Tensor, nn
 
 from agent.auxiliary import AuxTask
 from agent.losses import check_routing, pjepa_losses
+from agent.optim_step import optimizer_step
 from agent.probe import DecoderProbe
 from agent.world_model import WorldModel
 
-
 PRECISIONS = ("fp32", "bf16")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN/inf; the update was not applied."""
 
 
 @dataclass
@@ -117,19 +113,13 @@ class PJEPAAgent(nn.Module):
         Returns:
             detached metrics ``loss/<name>``, ``loss/total``, ``grad_norm`` (and ``loss/probe``).
         Raises:
-            NonFiniteLossError: the total loss is NaN/inf; no parameter was changed.
+            NonFiniteLossError: a loss or gradient is NaN/inf; that optimiser's parameters were not changed.
         """
         self.train()
         with self.autocast():
             terms, _ = self.losses(batch)
         total = sum(self.cfg.loss_scales.get(k, 0.0) * v for k, v in terms.items())
-        if not torch.isfinite(total):
-            raise NonFiniteLossError(f"non-finite loss: { {k: float(v.detach()) for k, v in terms.items()} }")
-        self.optim.zero_grad(set_to_none=True)
-        total.backward()
-        params = [p for g in self.optim.param_groups for p in g["params"]]
-        grad_norm = nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        self.optim.step()
+        grad_norm = optimizer_step(self.optim, total, self.cfg.grad_clip, "world-model", terms)
         metrics = {f"loss/{k}": v.detach() for k, v in terms.items()}
         metrics.update({"loss/total": total.detach(), "grad_norm": grad_norm.detach()})
         if self.probe is not None and train_probe:
@@ -138,9 +128,7 @@ class PJEPAAgent(nn.Module):
             # clean latents, as the probe is evaluated on: training ones are of shift-augmented frames
             with self.autocast():
                 probe_loss = self.probe.loss(self.encode(obs0), obs0)
-            self.probe_optim.zero_grad(set_to_none=True)
-            probe_loss.backward()
-            self.probe_optim.step()
+            optimizer_step(self.probe_optim, probe_loss, float("inf"), "decoder-probe")
             metrics["loss/probe"] = probe_loss.detach()
         return metrics
 

@@ -14,14 +14,30 @@ from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
 from tqdm import tqdm
 
 from agent.build import build_aux, check_preset, to_dict
-from agent.checkpoint import CheckpointError, check_signature, load_buffer, load_checkpoint, save_buffer, save_checkpoint
+from agent.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    check_signature,
+    load_buffer,
+    load_checkpoint,
+    save_buffer,
+)
 from agent.data import RepeatedRandomPolicy, to_time_major
 from agent.evaluate import _batched, evaluate
 from agent.heads import discount_from_episode_length
 from agent.logger import Logger
+from agent.optim_step import NonFiniteLossError, check_finite_weights, training_stopped
 from agent.tdmpc import TDMPCModel
 from agent.tdmpc_agent import TDMPCAgent, TDMPCConfig
-from agent.trainer import aux_data_keys, deadline, obs_info, resolve_device, rng_state, seed_everything, set_rng_state
+from agent.trainer import (
+    aux_data_keys,
+    deadline,
+    obs_info,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from agent.world_model import WorldModel
 from envs import make_env
 from planner.mppi import MPPIConfig
@@ -104,10 +120,10 @@ class OnlineTrainer:
         )
         if a["collect"] not in ("planner", "random"):
             raise ValueError(f"unknown agent.collect {a['collect']!r}; expected 'planner' or 'random'")
-        self.step, self.episode = 0, 0
+        self.step, self.episode, self.pretrained = 0, 0, False
         self.keep_buffer = bool(c["checkpoint"].get("buffer", True))
+        self.checkpointer = Checkpointer(self.run_dir / "checkpoints", int(c["checkpoint"]["keep"]))
         resumed = self._maybe_resume()
-        self.pretrained = self.step > self.seed_steps  # the burst happened before the checkpoint
         self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume_step=self.step if resumed else None)
 
     def _act(self, td: TensorDict, random: bool) -> torch.Tensor:
@@ -133,14 +149,19 @@ class OnlineTrainer:
 
         With ``checkpoint.buffer`` (default) the replay buffer goes to ``checkpoints/buffer.pt`` first.
         """
+        state = self.agent.state_dict()
+        try:
+            check_finite_weights(state.items())
+        except NonFiniteLossError as err:
+            raise training_stopped(self.step, err, self.run_dir / "checkpoints" / "last.pt") from err
         if self.keep_buffer:
             save_buffer(self.buffer, self.run_dir / "checkpoints" / "buffer.pt", self.step)
         payload = {
-            "step": self.step, "episode": self.episode, "agent": self.agent.state_dict(),
+            "step": self.step, "episode": self.episode, "pretrained": self.pretrained, "agent": state,
             "optim": {"wm": self.agent.optim.state_dict(), "pi": self.agent.pi_optim.state_dict()},
             "rng": rng_state(), "signature": self.signature, "config": self.cfg,
         }  # fmt: skip
-        return save_checkpoint(self.run_dir / "checkpoints" / "last.pt", payload)
+        return self.checkpointer.save(self.step, payload)
 
     def _maybe_resume(self) -> bool:
         """Continue from ``checkpoints/last.pt`` and the replay buffer saved with it.
@@ -148,15 +169,20 @@ class OnlineTrainer:
         The env starts a new episode, so the episode counter moves on: the interrupted episode's
         transitions in the buffer stay a trajectory of their own.
         """
-        last = self.run_dir / "checkpoints" / "last.pt"
-        if not (self.cfg.get("resume", True) and last.exists()):
+        if not self.cfg.get("resume", True):
+            self.checkpointer.refuse_fresh_start()
             return False
-        data = load_checkpoint(last, map_location=self.device)
+        data = self.checkpointer.latest()
+        if data is None:
+            return False
+        last = data.path
         check_signature(data["signature"], self.signature, last)
         self.agent.load_state_dict(data["agent"])
         self.agent.optim.load_state_dict(data["optim"]["wm"])
         self.agent.pi_optim.load_state_dict(data["optim"]["pi"])
         self.step, self.episode = int(data["step"]), int(data["episode"]) + 1
+        # the pretraining burst happens once; older checkpoints lack the flag: past the seed steps it has happened
+        self.pretrained = bool(data["pretrained"]) if "pretrained" in data else self.step > self.seed_steps
         set_rng_state(data["rng"])
         restored = self.keep_buffer and load_buffer(self.buffer, last.parent / "buffer.pt", self.step)
         kept = f"{len(self.buffer)} transitions restored" if restored else "refilled by acting"
@@ -192,7 +218,10 @@ class OnlineTrainer:
                     if not self.pretrained:  # TD-MPC2: a burst of updates on the seed data, once
                         n, self.pretrained = max(n, self.pretrain_updates), True
                     for _ in range(n):
-                        metrics = self.agent.update(self._batch())
+                        try:
+                            metrics = self.agent.update(self._batch())
+                        except NonFiniteLossError as err:
+                            raise training_stopped(self.step, err, self.run_dir / "checkpoints" / "last.pt") from err
                     if self.step % int(c["log"]["every"]) == 0:
                         rate = (self.step - steps0) / (time.perf_counter() - t0)
                         row = self.logger.log(self.step, {**metrics, "perf/env_steps_per_s": rate})

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from agent.agent import NonFiniteLossError
 from agent.auxiliary import AuxTask
 from agent.heads import RunningScale, polyak
 from agent.losses import check_routing
+from agent.optim_step import optimizer_step
 from agent.tdmpc import TDMPCModel
 from agent.tdmpc_losses import TERMS, policy_loss, world_model_losses
 from planner.mppi import MPPI, MPPIConfig
@@ -94,18 +94,9 @@ class TDMPCAgent(nn.Module):
             routing=c.routing, rho=c.rho, detach_target=c.detach_target, discount=c.discount,
         )  # fmt: skip
         total = sum(c.loss_scales[k] * v for k, v in terms.items())
-        if not torch.isfinite(total):
-            raise NonFiniteLossError(f"non-finite loss: { {k: float(v.detach()) for k, v in terms.items()} }")
-        self.optim.zero_grad(set_to_none=True)
-        total.backward()
-        params = [p for g in self.optim.param_groups for p in g["params"]]
-        grad_norm = nn.utils.clip_grad_norm_(params, c.grad_clip)
-        self.optim.step()
+        grad_norm = optimizer_step(self.optim, total, c.grad_clip, "world-model", terms)
         pi_loss = policy_loss(self.model, rollout, self.scale, c.entropy_coef, c.rho)  # TD-MPC2: on the rollout
-        self.pi_optim.zero_grad(set_to_none=True)
-        pi_loss.backward()
-        nn.utils.clip_grad_norm_(self.model.policy.parameters(), c.grad_clip)
-        self.pi_optim.step()
+        optimizer_step(self.pi_optim, pi_loss, c.grad_clip, "policy")
         self.model.qs.zero_grad(set_to_none=True)  # the policy loss must not leak into the next Q step
         polyak(self.model.target_qs, self.model.qs, c.tau)
         metrics = {f"loss/{k}": v.detach() for k, v in terms.items()}

@@ -11,12 +11,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agent.agent import NonFiniteLossError, PJEPAAgent
+from agent.agent import PJEPAAgent
 from agent.build import build_agent, check_preset, signature, to_dict
-from agent.checkpoint import check_signature, load_checkpoint, save_checkpoint
-from agent.data import RepeatedRandomPolicy, add_rollout, make_buffer, make_collector, to_time_major
+from agent.checkpoint import Checkpointer, check_signature
+from agent.data import (
+    RepeatedRandomPolicy,
+    add_rollout,
+    make_buffer,
+    make_collector,
+    to_time_major,
+)
 from agent.logger import Logger
 from agent.monitor import analyse, analysis_sets, check_analysis, read_curve, summarise
+from agent.optim_step import NonFiniteLossError, check_finite_weights, training_stopped
 from envs import make_env
 
 log = logging.getLogger(__name__)
@@ -71,17 +78,22 @@ def deadline(minutes: float | None, start: float) -> float | None:
 
 
 def rng_state() -> dict:
-    """Global torch (CPU and CUDA) and numpy RNG states, for checkpoints."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    """Global torch (CPU and CUDA) and numpy RNG states as tensors and plain types, for checkpoints."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore :func:`rng_state` (the CPU state may have been mapped to another device on load)."""
+    """Restore :func:`rng_state` (also the tuple form of older checkpoints)."""
     torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    if isinstance(n, dict):
+        n = (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    np.random.set_state(n)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
@@ -116,8 +128,7 @@ class Trainer:
             check_analysis(c["analysis"])
         if int(c["probe"]["every"]) < 1:
             raise ValueError(f"probe.every must be >= 1 (train the probe every n-th update), got {c['probe']['every']}")
-        if int(c["checkpoint"]["keep"]) < 1:
-            raise ValueError(f"checkpoint.keep must be >= 1 (last.pt is always kept), got {c['checkpoint']['keep']}")
+        self.checkpointer = Checkpointer(self.ckpt_dir, int(c["checkpoint"]["keep"]))
         deadline(c.get("time_limit"), 0.0)
         self.data_keys = self._data_keys()
         self.step = 0
@@ -142,9 +153,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self) -> dict:
+        state = self.agent.state_dict()
+        try:
+            check_finite_weights(state.items())
+        except NonFiniteLossError as err:
+            raise training_stopped(self.step, err, self.ckpt_dir / "last.pt") from err
         return {
             "step": self.step,
-            "agent": self.agent.state_dict(),
+            "agent": state,
             "optim": self.agent.optim_state(),
             "signature": self.signature,
             "config": self.cfg,
@@ -152,19 +168,17 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        """Write ``last.pt`` (and ``step_<n>.pt``, keeping the newest ``checkpoint.keep``)."""
-        payload = self._payload()
-        save_checkpoint(self.ckpt_dir / f"step_{self.step:07d}.pt", payload)
-        keep = int(self.cfg["checkpoint"]["keep"])
-        for old in sorted(self.ckpt_dir.glob("step_*.pt"))[:-keep]:
-            old.unlink()
-        return save_checkpoint(self.ckpt_dir / "last.pt", payload)
+        """Write ``step_<n>.pt`` and ``last.pt`` (keeping the newest ``checkpoint.keep`` step files)."""
+        return self.checkpointer.save(self.step, self._payload())
 
     def _maybe_resume(self) -> bool:
-        last = self.ckpt_dir / "last.pt"
-        if not (self.cfg.get("resume", True) and last.exists()):
+        if not self.cfg.get("resume", True):
+            self.checkpointer.refuse_fresh_start()
             return False
-        data = load_checkpoint(last, map_location=self.device)
+        data = self.checkpointer.latest()
+        if data is None:
+            return False
+        last = data.path
         check_signature(data["signature"], self.signature, last)
         self.agent.load_state_dict(data["agent"])
         self.agent.load_optim_state(data["optim"])
@@ -226,10 +240,7 @@ class Trainer:
                 try:
                     metrics = self.agent.update(self.sample(), train_probe=self.step % probe_every == 0)
                 except NonFiniteLossError as err:
-                    raise NonFiniteLossError(
-                        f"training stopped at step {self.step}: {err}. The last good checkpoint is kept at "
-                        f"{self.ckpt_dir / 'last.pt'}"
-                    ) from err
+                    raise training_stopped(self.step, err, self.ckpt_dir / "last.pt") from err
                 if "loss/probe" in metrics:
                     probe_loss = metrics["loss/probe"]
                 elif probe_loss is not None:  # the probe trains every probe.every updates: log its latest loss

@@ -114,7 +114,7 @@ def test_unusable_buffers_are_refilled_with_a_warning(tmp_path, caplog):
     assert len(restored) == 0
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "no usable replay buffer (no checkpoint at" in messages
-    assert "from step 5, the checkpoint from step 7" in messages and "corrupt or truncated" in messages
+    assert "from step 5, the checkpoint from step 7" in messages and "corrupt, truncated" in messages
 
 
 def test_empty_buffer_saves_and_loads(tmp_path):

@@ -106,7 +106,7 @@ def test_online_run_without_buffer_checkpoint_writes_none(tmp_path):
 
     task = ("task=gym/Pendulum-v1", "aux=none", "task.episode_length=40", "agent.total_steps=50", "agent.eval_every=50")
     OnlineTrainer(online_cfg(*task, "checkpoint.buffer=false"), tmp_path).run()
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt", "step_0000050.pt"]
 
 
 def test_online_bad_setups_fail_at_start(tmp_path):

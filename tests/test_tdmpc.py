@@ -136,7 +136,7 @@ def test_nan_loss_is_refused_before_the_step():
     data = batch()
     data["reward"] = data["reward"] * float("nan")
     before = [p.clone() for p in agent.parameters()]
-    with pytest.raises(Exception, match="non-finite loss"):
+    with pytest.raises(Exception, match="non-finite world-model loss"):
         agent.update(data)
     assert all(torch.equal(a, b) for a, b in zip(before, agent.parameters()))
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from agent.agent import NonFiniteLossError
+from agent.analysis import METRIC_KEYS
 from agent.api import load
 from agent.checkpoint import CheckpointError, load_checkpoint
-from agent.analysis import METRIC_KEYS
 from agent.monitor import FIGURES, monitoring_set, read_curve
+from agent.optim_step import NonFiniteLossError
 from agent.trainer import Trainer
 from tests.conftest import ROOT, TINY
 
@@ -143,9 +143,9 @@ def test_corrupt_checkpoint_raises_clearly(tiny_cfg, tmp_path):
     Trainer(tiny_cfg("steps=6", "analysis.every=0"), tmp_path).run()
     last = tmp_path / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a full disk
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="corrupt, truncated"):
         load(tmp_path)
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="none of them loads"):  # last.pt is step_0000006.pt (a hard link)
         Trainer(tiny_cfg("steps=12"), tmp_path)
 
 
@@ -202,3 +202,12 @@ def test_bad_time_limit_fails_before_work(tiny_cfg, tmp_path, value):
     with pytest.raises(ValueError, match="time_limit must be null or a positive number of minutes"):
         Trainer(tiny_cfg(f"time_limit={value}"), tmp_path)
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("override", ["probe.lr=1e30", "optim.lr=1e30"])
+def test_exploding_learning_rates_stop_without_saving_non_finite_weights(tiny_cfg, tmp_path, override):
+    with pytest.raises(NonFiniteLossError, match="training stopped at step"):
+        Trainer(tiny_cfg("steps=60", "analysis.every=0", "checkpoint.every=1", override), tmp_path).run()
+    for path in (tmp_path / "checkpoints").glob("*.pt"):
+        weights = load_checkpoint(path)["agent"]
+        assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), path

@@ -1,0 +1,44 @@
+"""One optimiser step, written once for every agent: finite check, backward, clip, finite grads, step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss, gradient or weight became NaN/inf; the update was not applied (or not saved)."""
+
+
+def optimizer_step(optim: torch.optim.Optimizer, loss: Tensor, clip: float, what: str, terms: Mapping[str, Tensor] | None = None) -> Tensor:
+    """``loss.backward()``, clip the gradient norm of ``optim``'s parameters to ``clip``, step.
+
+    Raises :class:`NonFiniteLossError` naming ``what`` (and the loss ``terms``) before any parameter
+    changes when the loss or the gradient norm is NaN/inf. Returns the pre-clip gradient norm.
+    """
+    if not torch.isfinite(loss):
+        shown = {k: float(v.detach()) for k, v in (terms or {what: loss}).items()}
+        raise NonFiniteLossError(f"non-finite {what} loss: {shown}")
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for g in optim.param_groups for p in g["params"]]
+    grad_norm = nn.utils.clip_grad_norm_(params, clip)
+    if not torch.isfinite(grad_norm):
+        optim.zero_grad(set_to_none=True)
+        raise NonFiniteLossError(f"non-finite {what} gradient (norm {float(grad_norm)}) from a finite loss {float(loss.detach()):.4g}")
+    optim.step()
+    return grad_norm
+
+
+def check_finite_weights(named: Iterable[tuple[str, Tensor]]) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first floating tensor holding NaN/inf."""
+    for name, t in named:
+        if torch.is_floating_point(t) and not bool(torch.isfinite(t).all()):
+            raise NonFiniteLossError(f"weight {name} holds NaN/inf (the learning rate is too high for this model?)")
+
+
+def training_stopped(step: int, err: Exception, last: object) -> NonFiniteLossError:
+    """The error a run stops with: the step, the cause, and where its last good checkpoint is kept."""
+    return NonFiniteLossError(f"training stopped at step {step}: {err}. The last good checkpoint is kept at {last}")
