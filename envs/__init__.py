@@ -6,7 +6,11 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from torchrl.envs import EnvBase
+from envs.gl import choose_gl_backend
+
+choose_gl_backend()  # before torchrl (which may import mujoco) and dm_control are imported
+
+from torchrl.envs import EnvBase  # noqa: E402
 
 # suite name -> "module:function(task_cfg, *, num_envs, seed, device) -> EnvBase", imported lazily
 SUITES: dict[str, str] = {

@@ -7,6 +7,7 @@ import os
 from torchrl.envs import EnvBase
 
 from envs.control import batch, check_obs_type, standardise
+from envs.gl import BACKENDS
 
 TASK_KEYS = ("suite", "name", "obs_type", "action_repeat", "episode_length", "frame_stack", "image_size")
 
@@ -36,8 +37,9 @@ def build(task: dict, *, num_envs: int, seed: int | None, device: str) -> EnvBas
     repeat = int(task.get("action_repeat", 2))
     length = int(task.get("episode_length", 1000))
     size = int(task.get("image_size", 64))
-    if obs_type == "pixels" and os.environ.get("MUJOCO_GL") not in ("egl", "osmesa", "glfw"):
-        raise RuntimeError("DMC pixel tasks render headless: set MUJOCO_GL=egl (or MUJOCO_GL=osmesa without a GPU driver)")
+    gl = os.environ.get("MUJOCO_GL")
+    if obs_type == "pixels" and gl and gl not in BACKENDS:
+        raise RuntimeError(f"MUJOCO_GL={gl!r} cannot render DMC pixel tasks; use one of {', '.join(BACKENDS)} (egl or osmesa headless)")
 
     def make_one(_: int) -> EnvBase:
         kwargs: dict = {"frame_skip": repeat}

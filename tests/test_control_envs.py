@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
 from envs import make_env
-from tests.conftest import compose_cfg
+from tests.conftest import ROOT, compose_cfg
 
 
 def dmc(name: str, **kw) -> dict:
@@ -32,8 +36,7 @@ def test_dmc_seeding():
     assert torch.equal(obs(1), obs(1)) and not torch.equal(obs(1), obs(2))
 
 
-def test_dmc_pixels_frame_stack(monkeypatch):
-    monkeypatch.setenv("MUJOCO_GL", "egl")
+def test_dmc_pixels_frame_stack():
     env = make_env({"task": dmc("cartpole-swingup", obs_type="pixels", episode_length=10), "seed": 0})
     check_env_specs(env)
     td = env.rollout(4)
@@ -42,10 +45,24 @@ def test_dmc_pixels_frame_stack(monkeypatch):
     torch.testing.assert_close(td["next", "pixels"][0, 6:], td["pixels"][1, 6:])  # newest frame last
 
 
-def test_pixels_without_gl_backend_says_what_to_set(monkeypatch):
-    monkeypatch.delenv("MUJOCO_GL", raising=False)
-    with pytest.raises(RuntimeError, match="MUJOCO_GL=egl"):
+def test_unusable_gl_backend_says_what_to_set(monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "wgl")
+    with pytest.raises(RuntimeError, match="MUJOCO_GL='wgl' cannot render.*egl, osmesa, glfw"):
         make_env({"task": dmc("cartpole-swingup", obs_type="pixels")})
+
+
+def test_headless_machine_renders_without_any_export():
+    """As the README's test command runs on a fresh headless machine: no MUJOCO_GL, no display."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY")}
+    code = (
+        "import os, envs; from envs import make_env;"
+        "env = make_env({'task': {'suite': 'dmc', 'name': 'cartpole-swingup', 'obs_type': 'pixels', 'episode_length': 4}, 'seed': 0});"
+        "px = env.rollout(2)['pixels']; print(os.environ['MUJOCO_GL'], float(px.float().std()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    backend, std = out.stdout.split()
+    assert backend == "egl" and float(std) > 1
 
 
 def test_gym_pendulum_actions_are_rescaled():

@@ -22,7 +22,7 @@ SMALL = [
 
 
 def run(module_or_script: list[str], *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": "egl"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, *module_or_script, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -167,3 +167,20 @@ def test_online_time_limit_ends_the_run_evaluated_and_saved(tmp_path):
     assert (tmp_path / "eval" / "step_0000001.json").exists()
     with pytest.raises(ValueError, match="time_limit must be null or a positive number"):
         OnlineTrainer(online_cfg(*task, "time_limit=-2"), tmp_path / "bad")
+
+
+def test_resume_right_after_the_pretraining_burst_does_not_repeat_it(tmp_path):
+    from agent.online import OnlineTrainer
+
+    task = ("task=gym/Pendulum-v1", "aux=none", "task.episode_length=20", "agent.pretrain_updates=7", "agent.eval_every=40")
+    OnlineTrainer(online_cfg(*task, "agent.total_steps=40"), tmp_path / "a").run()  # checkpoint at step == seed_steps
+    resumed = OnlineTrainer(online_cfg(*task, "agent.total_steps=50"), tmp_path / "a")
+    assert resumed.pretrained
+    resumed.run()
+    unbroken = OnlineTrainer(online_cfg(*task, "agent.total_steps=50"), tmp_path / "b")
+    unbroken.run()
+
+    def adam_steps(t):
+        return {int(s["step"]) for s in t.agent.optim.state_dict()["state"].values()}
+
+    assert adam_steps(resumed) == adam_steps(unbroken) == {7 + 10}
