@@ -12,9 +12,12 @@ import logging
 import sys
 
 import hydra
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from agent.build import to_dict
+from agent.config import check_keys, check_values
 from agent.online import OnlineTrainer
 from agent.optim_step import NonFiniteLossError
 from agent.trainer import Trainer
@@ -26,11 +29,21 @@ log = logging.getLogger("train")
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
-    run_dir = HydraConfig.get().runtime.output_dir
-    log.info("run directory: %s", run_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
     name = cfg.agent.name
     if name not in TRAINERS:
         raise ValueError(f"unknown agent {name!r}; expected one of {sorted(TRAINERS)}")
+    choices = hydra_cfg.runtime.choices
+    base = compose(config_name="config", overrides=[f"{g}={choices[g]}" for g in ("task", "aux", "model", "agent")])
+    plain = to_dict(cfg)
+    try:  # before any work: a key this job would ignore, or a value out of range, is an error
+        check_keys(plain, to_dict(base), f"agent={name}")
+        check_values(plain)
+    except ValueError as err:
+        log.error("%s", err)
+        sys.exit(2)
+    log.info("run directory: %s", run_dir)
     try:
         metrics = TRAINERS[name](cfg, run_dir).run()
     except NonFiniteLossError as err:

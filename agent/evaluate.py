@@ -77,24 +77,30 @@ def main(argv: list[str] | None = None) -> dict:
     from envs import make_env
 
     args = parse(sys.argv[1:] if argv is None else argv, KEYS)
+    episodes = args.get("episodes", "10")
+    if not episodes.isdigit() or int(episodes) < 1:
+        raise SystemExit(f"episodes must be an integer >= 1, got {episodes!r}")
+    episodes = int(episodes)
     source = args.get("checkpoint") or args["run_dir"]
     agent, cfg = load_online_agent(source, args.get("device", "cpu"))
     seed_everything(int(cfg["seed"]))
     env = make_env(cfg, num_envs=1, seed=int(cfg["seed"]) + 20_000, device="cpu")
     obs_key = obs_info(env)[0]
-    episodes = int(args.get("episodes", 10))
     frames: list[np.ndarray] = []
     result = {
         "planner": evaluate(agent, env, obs_key, episodes, use_planner=True, frames=frames),
         "policy_prior": evaluate(agent, env, obs_key, episodes, use_planner=False),
         "task": cfg["task"]["name"],
     }
+    print(json.dumps(result, indent=2))  # first: a write that fails below loses nothing
     out = Path(args.get("out") or (source if Path(source).is_dir() else Path(source).parent.parent))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(result, indent=2))
-    if frames:
-        iio.imwrite(out / "episode.gif", np.stack(frames), duration=250, loop=0)
-    print(json.dumps(result, indent=2))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(result, indent=2))
+        if frames:
+            iio.imwrite(out / "episode.gif", np.stack(frames), duration=250, loop=0)
+    except OSError as err:
+        raise SystemExit(f"could not write the evaluation to {out} ({err}); the results are printed above") from err
     return result
 
 

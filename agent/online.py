@@ -22,6 +22,7 @@ from agent.checkpoint import (
     load_checkpoint,
     save_buffer,
 )
+from agent.config import check_values
 from agent.data import RepeatedRandomPolicy, to_time_major
 from agent.evaluate import _batched, evaluate
 from agent.heads import discount_from_episode_length
@@ -49,6 +50,10 @@ def episode_length(task: dict) -> int:
     """Agent steps per episode of a task config."""
     if task["suite"] == "counting":
         return int(task.get("max_steps", 4))
+    if task["suite"] == "gym":
+        from envs.gym import env_steps
+
+        return env_steps(task) // int(task.get("action_repeat", 1))
     return int(task.get("episode_length", 1000)) // int(task.get("action_repeat", 1))
 
 
@@ -83,6 +88,7 @@ class OnlineTrainer:
 
     def __init__(self, cfg: Any, run_dir: str | Path) -> None:
         self.cfg = c = to_dict(cfg)
+        check_values(c)
         self.run_dir, a = Path(run_dir), c["agent"]
         check_preset(c)
         self.device = resolve_device(c["device"])
@@ -100,10 +106,7 @@ class OnlineTrainer:
                 f"slice sampler drops episodes shorter than the horizon (the fast successes); use agent.horizon=1"
             )
         self.seed_steps = int(a["seed_steps"]) if a["seed_steps"] is not None else max(1000, 5 * length)
-        deadline(c.get("time_limit"), 0.0)
         self.pretrain_updates = int(a["pretrain_updates"]) if a.get("pretrain_updates") is not None else self.seed_steps
-        if int(a["updates_per_step"]) < 1 or self.pretrain_updates < 0:
-            raise ValueError(f"need agent.updates_per_step >= 1 and agent.pretrain_updates >= 0, got {a['updates_per_step']}, {self.pretrain_updates}")
         self.buffer = TensorDictReplayBuffer(
             storage=LazyTensorStorage(int(c["data"]["buffer_size"])),
             sampler=SliceSampler(slice_len=self.horizon, traj_key="episode", strict_length=True, cache_values=True),
@@ -116,7 +119,7 @@ class OnlineTrainer:
         }  # fmt: skip
         spec = self.env.action_spec.space
         self.random_policy = RepeatedRandomPolicy(
-            spec.low, spec.high, int(c["data"]["action_repeat"]), seed=int(c["seed"]), carry=bool(c["data"]["hold_across_resets"])
+            spec.low, spec.high, int(c["data"]["action_hold"]), seed=int(c["seed"]), carry=bool(c["data"]["hold_across_resets"])
         )
         if a["collect"] not in ("planner", "random"):
             raise ValueError(f"unknown agent.collect {a['collect']!r}; expected 'planner' or 'random'")
@@ -129,7 +132,7 @@ class OnlineTrainer:
     def _act(self, td: TensorDict, random: bool) -> torch.Tensor:
         """An action for the env's (possibly batch-of-one) tensordict.
 
-        Random actions are the paper's (uniform, held ``data.action_repeat`` steps) when
+        Random actions are the paper's (uniform, held ``data.action_hold`` steps) when
         ``agent.collect=random``, else uniform each step (the seed steps).
         """
         if random and self.cfg["agent"]["collect"] == "random":

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from agent.agent import PJEPAAgent
 from agent.build import build_agent, check_preset, signature, to_dict
 from agent.checkpoint import Checkpointer, check_signature
+from agent.config import check_values
 from agent.data import (
     RepeatedRandomPolicy,
     add_rollout,
@@ -107,6 +108,7 @@ class Trainer:
 
     def __init__(self, cfg: Any, run_dir: str | Path) -> None:
         self.cfg = to_dict(cfg)
+        check_values(self.cfg)
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         c = self.cfg
@@ -126,16 +128,14 @@ class Trainer:
         self.horizon = int(c["horizon"])
         if c["task"]["suite"] == "counting":
             check_analysis(c["analysis"])
-        if int(c["probe"]["every"]) < 1:
-            raise ValueError(f"probe.every must be >= 1 (train the probe every n-th update), got {c['probe']['every']}")
         self.checkpointer = Checkpointer(self.ckpt_dir, int(c["checkpoint"]["keep"]))
-        deadline(c.get("time_limit"), 0.0)
         self.data_keys = self._data_keys()
         self.step = 0
+        self._resume_state: tuple[int, dict] | None = None  # (frames, RNG states) of the checkpoint
         resumed = self._maybe_resume()
         spec = self.env.action_spec
         policy = RepeatedRandomPolicy(
-            spec.space.low, spec.space.high, int(d["action_repeat"]), seed=int(c["seed"]) + self.step, carry=bool(d["hold_across_resets"])
+            spec.space.low, spec.space.high, int(d["action_hold"]), seed=int(c["seed"]), carry=bool(d["hold_across_resets"])
         )
         self.collector = make_collector(self.env, policy, int(d["frames_per_collect"]))
         self.buffer = make_buffer(int(d["buffer_size"]), self.horizon, int(c["batch_size"]))
@@ -143,6 +143,8 @@ class Trainer:
         self.frames = 0
         self._sets = None  # (monitoring, held-out) sets, rendered at the first analysis
         self._collect_iter = None
+        if self._resume_state is not None:
+            self._replay_data(*self._resume_state)
 
     def _data_keys(self) -> tuple[str, ...]:
         """Per-observation keys the batch needs beyond ``obs``; checked against the env's specs."""
@@ -165,6 +167,7 @@ class Trainer:
             "signature": self.signature,
             "config": self.cfg,
             "rng": rng_state(),
+            "frames": self.frames,
         }
 
     def save(self) -> Path:
@@ -183,9 +186,24 @@ class Trainer:
         self.agent.load_state_dict(data["agent"])
         self.agent.load_optim_state(data["optim"])
         self.step = int(data["step"])
-        set_rng_state(data["rng"])
+        self._resume_state = (int(data["frames"]) if "frames" in data else 0, data["rng"])
         log.info("resumed from %s at step %d", last, self.step)
         return True
+
+    def _replay_data(self, frames: int, rng: dict) -> None:
+        """Bring the data side to where the checkpoint left it, then restore the RNG states.
+
+        The collection is a deterministic function of the seed (the env and the random policy have
+        their own generators), so collecting the checkpoint's ``frames`` again from the start gives
+        the replay buffer, the envs' states and the policy's holds of the unbroken run, without
+        storing the buffer; the run then goes on exactly as it would have. Older checkpoints
+        without ``frames`` start from a fresh buffer.
+        """
+        if frames:
+            t0 = time.perf_counter()
+            self.collect(frames)
+            log.info("replayed the collection of %d transitions in %.1f s (exact resume)", frames, time.perf_counter() - t0)
+        set_rng_state(rng)
 
     # ------------------------------------------------------------------ data
     def collect(self, frames: int) -> None:
@@ -227,7 +245,8 @@ class Trainer:
         total, log_every = int(c["steps"]), int(c["log"]["every"])
         ckpt_every, analysis_every = int(c["checkpoint"]["every"]), int(c["analysis"]["every"])
         probe_every, probe_loss = int(c["probe"]["every"]), None
-        self.collect(int(d["seed_frames"]))
+        if self.frames == 0:
+            self.collect(int(d["seed_frames"]))
         bar = tqdm(total=total, initial=self.step, disable=not c["log"]["progress"], dynamic_ncols=True, desc="train")
         t0, steps0 = time.perf_counter(), self.step
         stop_at = deadline(c.get("time_limit"), t0)

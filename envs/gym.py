@@ -9,6 +9,16 @@ from envs.control import batch, standardise
 TASK_KEYS = ("suite", "name", "obs_type", "action_repeat", "episode_length")
 
 
+def env_steps(task: dict) -> int:
+    """Env steps per episode: ``task.episode_length``, else the task's own limit (else 1000)."""
+    if task.get("episode_length"):
+        return int(task["episode_length"])
+    import gymnasium
+
+    spec = gymnasium.spec(str(task["name"])) if str(task["name"]) in gymnasium.registry else None
+    return int(spec.max_episode_steps or 1000) if spec else 1000
+
+
 def build(task: dict, *, num_envs: int, seed: int | None, device: str) -> EnvBase:
     """``make_env`` entry for the gym suite (state observations)."""
     unknown = sorted(set(task) - set(TASK_KEYS))
@@ -25,7 +35,7 @@ def build(task: dict, *, num_envs: int, seed: int | None, device: str) -> EnvBas
     if name not in gymnasium.registry:
         raise ValueError(f"unknown gym task {name!r}; e.g. {sorted(k for k in gymnasium.registry if 'v' in k)[:12]}")
     repeat = int(task.get("action_repeat", 1))
-    length = int(task.get("episode_length", gymnasium.spec(name).max_episode_steps or 1000))
+    length = env_steps(task)
 
     def make_one(_: int) -> EnvBase:
         return standardise(GymEnv(name, frame_skip=repeat), obs_type="state", max_steps=length // repeat)

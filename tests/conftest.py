@@ -9,30 +9,33 @@ from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = [
+TINY = [  # both jobs
     "model=tiny",
     "batch_size=16",
+    "data.buffer_size=5000",
+    "log.every=3",
+    "log.progress=false",
+    "log.tensorboard=false",
+]
+TINY_PJEPA = [  # the representation job's own settings
     "steps=12",
     "data.num_envs=8",
     "data.seed_frames=400",
     "data.frames_per_collect=64",
     "data.collect_every=4",
-    "data.buffer_size=5000",
     "probe.batch_size=8",
     "analysis.every=6",
     "analysis.num_obs=64",
     "analysis.heldout_num_obs=64",
-    "log.every=3",
-    "log.progress=false",
-    "log.tensorboard=false",
     "checkpoint.every=6",
 ]
 
 
 def compose_cfg(*overrides: str):
-    """The run config as ``train.py`` would see it, with the tiny preset and ``overrides``."""
+    """The run config as ``train.py`` would see it, with the tiny preset of its job and ``overrides``."""
+    tiny = TINY if "agent=tdmpc2" in overrides else [*TINY, *TINY_PJEPA]
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return compose("config", overrides=[*TINY, *overrides])
+        return compose("config", overrides=[*tiny, *overrides])
 
 
 @pytest.fixture

@@ -145,3 +145,18 @@ def test_aux_keys_missing_from_an_env_fail_clearly():
     aux = SimpleNamespace(name="reward", data_keys=("obs", "obs_reward"))
     with pytest.raises(ValueError, match="needs \\['obs_reward'\\] from the env"):
         aux_data_keys(aux, env, "custom")
+
+
+def test_any_suite_task_runs_by_name_without_a_config_file():
+    cfg = compose_cfg("agent=tdmpc2", "task=dmc", "task.name=cheetah-run", "task.episode_length=8")
+    env = make_env({"task": dict(cfg.task), "seed": 0})
+    assert env.rollout(4)["observation"].shape[-1] == 17  # cheetah's state
+    cfg = compose_cfg("agent=tdmpc2", "task=gym", "task.name=MountainCarContinuous-v0")
+    assert cfg.task.episode_length is None
+    env = make_env({"task": dict(cfg.task), "seed": 0})
+    assert env.rollout(3)["observation"].shape == (3, 2)
+    from agent.online import episode_length
+
+    assert episode_length(dict(cfg.task)) == 999  # gymnasium's own limit for the task
+    with pytest.raises(ValueError, match="unknown DMC task 'cheetah-walk'; available: .*cheetah-run"):
+        make_env({"task": dict(compose_cfg("agent=tdmpc2", "task=dmc", "task.name=cheetah-walk").task), "seed": 0})

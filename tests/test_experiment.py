@@ -32,7 +32,7 @@ def test_paper_composes_with_every_row(aux, routing, reward):
     assert cfg.model.name == "paper" and cfg.model.pixel_encoder == "resnet" and cfg.model.resnet_blocks == 8
     assert cfg.model.shift_pad == 0 and cfg.model.dyn_layers == 1 and cfg.model.mlp_dim == 512
     assert (cfg.optim.enc_lr_scale, cfg.optim.grad_clip, cfg.loss_scales.dyn) == (0.3, 200.0, 2.0)
-    assert (cfg.data.num_envs, cfg.data.frames_per_collect, cfg.data.action_repeat, cfg.data.hold_across_resets) == (1, 1, 5, True)
+    assert (cfg.data.num_envs, cfg.data.frames_per_collect, cfg.data.action_hold, cfg.data.hold_across_resets) == (1, 1, 5, True)
     assert cfg.loss_scales.aux == (1.0 if aux == "random" else 2.0)
     assert (cfg.perf.precision, cfg.probe.every, cfg.steps) == ("fp32", 1, 300000)  # not the CPU recipe's
     if aux == "random":

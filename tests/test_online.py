@@ -61,6 +61,15 @@ def test_eval_cli_writes_json_and_video(tmp_path):
         assert len(result[mode]["returns"]) == 3 and result[mode]["return_mean"] == pytest.approx(sum(result[mode]["returns"]) / 3)
     frames = iio.imread(tmp_path / "episode.gif", index=None)
     assert frames.shape[-3:-1] == (64, 64) and len(frames) >= 1
+    from agent.evaluate import main
+
+    for bad in ("-1", "0", "two"):
+        with pytest.raises(SystemExit, match="episodes must be an integer >= 1"):
+            main([f"run_dir={tmp_path}", f"episodes={bad}"])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match=r"could not write the evaluation to .*a_file/sub.*printed above"):
+        main([f"run_dir={tmp_path}", "episodes=1", f"out={blocker / 'sub'}"])
 
 
 def test_eval_cli_refuses_a_representation_checkpoint(tiny_cfg, tmp_path):
@@ -116,7 +125,7 @@ def test_online_bad_setups_fail_at_start(tmp_path):
         OnlineTrainer(online_cfg("task=counting", "agent.horizon=3"), tmp_path / "b")
     with pytest.raises(ValueError, match="unknown agent.collect 'mixed'"):
         OnlineTrainer(online_cfg("task=counting", "agent.horizon=1", "agent.collect=mixed"), tmp_path / "c")
-    with pytest.raises(ValueError, match="updates_per_step >= 1"):
+    with pytest.raises(ValueError, match="updates_per_step=0: must be an integer >= 1"):
         OnlineTrainer(online_cfg("task=counting", "agent.horizon=1", "agent.updates_per_step=0"), tmp_path / "d")
 
 
@@ -165,7 +174,7 @@ def test_online_time_limit_ends_the_run_evaluated_and_saved(tmp_path):
     OnlineTrainer(online_cfg(*task, "time_limit=1e-9"), tmp_path).run()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 1
     assert (tmp_path / "eval" / "step_0000001.json").exists()
-    with pytest.raises(ValueError, match="time_limit must be null or a positive number"):
+    with pytest.raises(ValueError, match="time_limit=-2: must be a number > 0"):
         OnlineTrainer(online_cfg(*task, "time_limit=-2"), tmp_path / "bad")
 
 

@@ -1,0 +1,72 @@
+"""A strict config: out-of-range values and keys a job would ignore fail at start, before any work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from agent.build import to_dict
+from agent.config import check_keys, check_values
+from agent.trainer import Trainer
+from tests.conftest import ROOT, compose_cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["steps=-5"], "steps=-5: must be an integer >= 1"),
+        (["batch_size=0"], "batch_size=0: must be an integer >= 1"),
+        (["horizon=0"], "horizon=0: must be an integer >= 1"),
+        (["rho=0"], "rho=0: must be a number > 0 and <= 1"),
+        (["checkpoint.every=0"], "checkpoint.every=0"),
+        (["log.every=0"], "log.every=0"),
+        (["optim.lr=-1"], "optim.lr=-1"),
+        (["data.action_hold=0"], "data.action_hold=0"),
+        (["steps=2.5"], "steps=2.5: must be an integer"),
+        (["agent=tdmpc2", "agent.total_steps=-5"], "agent.total_steps=-5"),
+        (["agent=tdmpc2", "agent.eval_episodes=0"], "agent.eval_episodes=0"),
+        (["agent=tdmpc2", "agent.eval_every=0"], "agent.eval_every=0"),
+        (["agent=tdmpc2", "agent.planner.num_elites=600"], "num_elites=600: must be <= agent.planner.num_samples=512"),
+        (["agent=tdmpc2", "agent.vmin=5", "agent.vmax=5"], "need vmin < vmax"),
+    ],
+)
+def test_out_of_range_values_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        check_values(to_dict(compose_cfg(*overrides)))
+
+
+def test_every_bad_value_is_reported_at_once_before_work(tmp_path):
+    with pytest.raises(ValueError, match=r"(?s)steps=-5.*horizon=0.*checkpoint.every=0"):
+        Trainer(compose_cfg("steps=-5", "horizon=0", "checkpoint.every=0"), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_defaults_of_both_jobs_pass():
+    check_values(to_dict(compose_cfg()))
+    check_values(to_dict(compose_cfg("agent=tdmpc2", "task=dmc/reacher-easy")))
+    check_values(to_dict(compose_cfg("experiment=paper", "aux=random")))
+
+
+def test_keys_a_job_would_ignore_are_named():
+    base = to_dict(compose_cfg("agent=tdmpc2"))
+    with pytest.raises(ValueError, match=r"analysis.every, .*probe.every, steps: not a setting of this job \(agent=tdmpc2\)"):
+        check_keys(to_dict(compose_cfg("agent=tdmpc2", "experiment=paper")), base, "agent=tdmpc2")
+    with pytest.raises(ValueError, match="foo: not a setting"):
+        check_keys(to_dict(compose_cfg("+foo=1")), to_dict(compose_cfg()), "agent=pjepa")
+    check_keys(to_dict(compose_cfg("experiment=paper", "aux=random")), to_dict(compose_cfg("aux=random")), "agent=pjepa")
+
+
+def test_cli_refuses_unknown_and_ignored_keys(tmp_path):
+    def train(*args):
+        cmd = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={tmp_path}"]
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    out = train("+foo=1")
+    assert out.returncode == 2 and "foo: not a setting of this job (agent=pjepa)" in out.stderr + out.stdout
+    out = train("agent=tdmpc2", "steps=5")
+    assert out.returncode != 0 and "Key 'steps' is not in struct" in out.stderr
+    out = train("steps=-5")
+    assert out.returncode == 2 and "steps=-5: must be an integer >= 1" in out.stderr + out.stdout
+    assert not (tmp_path / "checkpoints").exists()

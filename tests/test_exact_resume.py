@@ -1,0 +1,79 @@
+"""Exact resume: a run killed with SIGKILL anywhere, then started again, ends where an unbroken run does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agent.checkpoint import load_checkpoint
+from tests.conftest import ROOT
+
+# A representation run of 12 updates, checkpoints every 4, in a subprocess; KILL names where it dies.
+SCRIPT = """
+import os, signal, sys
+import agent.checkpoint as ck
+from agent.trainer import Trainer
+from tests.conftest import compose_cfg
+
+kill, run_dir = sys.argv[1], sys.argv[2]
+trainer = Trainer(compose_cfg("steps=12", "checkpoint.every=4", "analysis.every=0", "log.every=2"), run_dir)
+if kill == "update-7":  # between checkpoints
+    real = trainer.agent.update
+    def update(batch, train_probe=True):
+        if trainer.step == 7:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(batch, train_probe)
+    trainer.agent.update = update
+if kill == "mid-write-8":  # half of step_0000008.pt written
+    real_save = ck.torch.save
+    def save(obj, f):
+        if obj["payload"]["step"] == 8:
+            f.write(b"half a checkpoint"); f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_save(obj, f)
+    ck.torch.save = save
+if kill == "after-save-4":  # right after a complete checkpoint
+    real_ckpt = trainer.checkpointer.save
+    def after(step, payload):
+        path = real_ckpt(step, payload)
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return path
+    trainer.checkpointer.save = after
+trainer.run()
+"""
+
+
+def _run(kill: str, run_dir: Path) -> int:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", SCRIPT, kill, str(run_dir)], cwd=ROOT, env=env, capture_output=True, timeout=300).returncode
+
+
+def _rows(run_dir: Path) -> list[list[str]]:
+    header, *rows = (run_dir / "metrics.csv").read_text().splitlines()
+    keep = [i for i, k in enumerate(header.split(",")) if k != "perf/updates_per_s"]
+    return [[r.split(",")[i] for i in keep] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("unbroken")
+    assert _run("none", run_dir) == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("kill", ["update-7", "mid-write-8", "after-save-4"])
+def test_killed_run_ends_where_an_unbroken_one_does(unbroken, tmp_path, kill):
+    assert _run(kill, tmp_path) == -9  # SIGKILL
+    assert _run("none", tmp_path) == 0  # the same command again
+    done, ref = load_checkpoint(tmp_path / "checkpoints" / "last.pt"), load_checkpoint(unbroken / "checkpoints" / "last.pt")
+    assert done["step"] == ref["step"] == 12 and done["frames"] == ref["frames"]
+    for name, value in ref["agent"].items():
+        torch.testing.assert_close(done["agent"][name], value, rtol=0, atol=0, msg=name)
+    assert _rows(tmp_path) == _rows(unbroken)
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
