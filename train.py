@@ -16,11 +16,11 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from agent.build import to_dict
-from agent.config import check_keys, check_values
-from agent.online import OnlineTrainer
-from agent.optim_step import NonFiniteLossError
-from agent.trainer import Trainer
+from agent.agents.factory import to_dict
+from agent.agents.update import NonFiniteLossError
+from agent.run.config import check_keys, check_values
+from agent.run.online import OnlineTrainer
+from agent.run.representation import Trainer
 
 TRAINERS = {"pjepa": Trainer, "tdmpc2": OnlineTrainer}
 

@@ -14,28 +14,13 @@ import json
 import sys
 from pathlib import Path
 
+from agent.analysis.monitor import analyse, analysis_sets, read_curve, summarise
 from agent.api import TrainedModel, load
-from agent.logger import Logger
-from agent.monitor import analyse, analysis_sets, read_curve, summarise
+from agent.cli import parse
+from agent.run.logger import Logger
 
 KEYS = ("run_dir", "checkpoint", "out", "num_obs", "seed", "heldout_num_obs", "heldout_seed", "device", "checkpoints")
 DEFAULTS = {"num_obs": 256, "seed": 42, "heldout_num_obs": 512, "heldout_seed": 10000}
-
-
-def parse(argv: list[str], keys: tuple[str, ...] = KEYS) -> dict[str, str]:
-    """``key=value`` arguments -> dict, rejecting unknown keys; ``run_dir`` or ``checkpoint`` required.
-
-    Shared by the analysis and evaluation CLIs.
-    """
-    args = {}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in keys:
-            raise SystemExit(f"bad argument {item!r}; expected key=value with key in {keys}")
-        args[key] = value
-    if "run_dir" not in args and "checkpoint" not in args:
-        raise SystemExit("give run_dir=<run directory> or checkpoint=<file.pt>")
-    return args
 
 
 def _analyse_model(model: TrainedModel, sets, out: Path) -> dict:
@@ -44,7 +29,7 @@ def _analyse_model(model: TrainedModel, sets, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse(sys.argv[1:] if argv is None else argv)
+    args = parse(sys.argv[1:] if argv is None else argv, KEYS)
     every = args.get("checkpoints", "last")
     if every not in ("last", "all"):
         raise SystemExit(f"checkpoints must be 'last' or 'all', got {every!r}")

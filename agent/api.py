@@ -12,20 +12,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from agent.agent import PJEPAAgent
-from agent.build import build_agent, signature
-from agent.checkpoint import CheckpointError, check_signature, load_checkpoint
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory -> its ``checkpoints/last.pt``; a file -> itself."""
-    path = Path(path)
-    if path.is_dir():
-        last = path / "checkpoints" / "last.pt"
-        if not last.is_file():
-            raise CheckpointError(f"run directory {path} has no checkpoints/last.pt")
-        return last
-    return path
+from agent.agents.factory import load_pjepa_agent
+from agent.agents.pjepa import PJEPAAgent
 
 
 class TrainedModel:
@@ -73,18 +61,5 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     Raises:
         CheckpointError: missing/corrupt file, or weights that do not fit the saved config.
     """
-    ckpt = resolve_checkpoint(path)
-    data = load_checkpoint(ckpt, map_location=device)
-    cfg, sig = data["config"], data["signature"]
-    if cfg.get("agent", {}).get("name", "pjepa") != "pjepa":
-        raise CheckpointError(f"{ckpt} is a {cfg['agent']['name']!r} checkpoint; load it with agent.online.load_online_agent")
-    try:
-        agent = build_agent(cfg, tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
-    except KeyError as err:
-        raise CheckpointError(f"the config saved in {ckpt} lacks {err} (made by an older version?)") from err
-    check_signature(sig, signature(cfg, tuple(sig["obs_shape"]), int(sig["action_dim"])), ckpt)
-    try:
-        agent.load_state_dict(data["agent"])
-    except RuntimeError as err:
-        raise CheckpointError(f"weights in {ckpt} do not fit its config: {err}") from err
-    return TrainedModel(agent, cfg, int(data["step"]), ckpt)
+    agent, cfg, step, ckpt = load_pjepa_agent(path, device)
+    return TrainedModel(agent, cfg, step, ckpt)

@@ -97,7 +97,7 @@ def repr_table(curves: dict[str, dict[str, list[float]]]) -> str:
 def plot_repr(run_dirs: list[Path], out: Path, labels: list[str] | None = None) -> str:
     """``curves.png`` of representation runs against the reference curve; returns the Markdown table."""
     from agent.analysis import plot_repr_curves
-    from agent.monitor import read_curve
+    from agent.analysis.monitor import read_curve
 
     labels = labels or [d.name for d in run_dirs]
     curves = {label: read_curve(repr_curve_path(d)) for d, label in zip(run_dirs, labels)}

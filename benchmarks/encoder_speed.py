@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from agent.encoders import PixelEncoder
+from agent.models.encoders import PixelEncoder
 
 MODES = ("fp32", "bf16", "channels_last", "bf16+channels_last")
 

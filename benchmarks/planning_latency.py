@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-
 from timing import timed
 
-from agent.online import build_tdmpc_agent
+from agent.agents.factory import build_tdmpc_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 OBS, ACT, H, B = 24, 6, 3, 256

@@ -17,11 +17,16 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-
 from timing import timed
 
-from agent.build import build_agent
-from agent.data import RepeatedRandomPolicy, add_rollout, make_buffer, make_collector, to_time_major
+from agent.agents.factory import build_agent
+from agent.data.collection import (
+    RepeatedRandomPolicy,
+    add_rollout,
+    make_buffer,
+    make_collector,
+    to_time_major,
+)
 from envs.counting import CountingEnv
 
 ROOT = Path(__file__).resolve().parents[1]

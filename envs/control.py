@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torchrl.data import Unbounded
 from torchrl.envs import (
     ActionScaling,
     CatFrames,
@@ -24,7 +25,6 @@ from torchrl.envs import (
     Transform,
     TransformedEnv,
 )
-from torchrl.data import Unbounded
 
 OBS_TYPES = ("state", "pixels")
 

@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite
-from torchrl.envs import Compose, EnvBase, ExcludeTransform, TransformedEnv, UnaryTransform
+from torchrl.envs import (
+    Compose,
+    EnvBase,
+    ExcludeTransform,
+    TransformedEnv,
+    UnaryTransform,
+)
 
 from envs.control import check_obs_type
 from envs.rng import StreamRNG

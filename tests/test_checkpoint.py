@@ -8,16 +8,16 @@ import pathlib
 import pytest
 import torch
 
-import agent.checkpoint as ckpt_mod
+import agent.run.checkpoint as ckpt_mod
 from agent.api import load
-from agent.checkpoint import (
+from agent.run.checkpoint import (
     Checkpointer,
     CheckpointError,
     digest,
     load_checkpoint,
     save_checkpoint,
 )
-from agent.trainer import Trainer
+from agent.run.representation import Trainer
 
 
 class _Exploit:

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from agent.build import to_dict
-from agent.config import check_keys, check_values
-from agent.trainer import Trainer
+from agent.agents.factory import to_dict
+from agent.run.config import check_keys, check_values
+from agent.run.representation import Trainer
 from tests.conftest import ROOT, compose_cfg
 
 

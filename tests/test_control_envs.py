@@ -101,7 +101,7 @@ def test_hydra_task_configs_compose():
 
 
 def test_pjepa_trains_on_a_state_control_task(tmp_path):
-    from agent.trainer import Trainer
+    from agent.run.representation import Trainer
 
     cfg = compose_cfg("task=dmc/cartpole-swingup", "aux=random", "data.num_envs=2", "steps=6", "analysis.every=0")
     trainer = Trainer(cfg, tmp_path)
@@ -139,7 +139,7 @@ def test_obs_reward_is_zero_after_every_reset_of_a_batched_env():
 def test_aux_keys_missing_from_an_env_fail_clearly():
     from types import SimpleNamespace
 
-    from agent.trainer import aux_data_keys
+    from agent.run.common import aux_data_keys
 
     env = SimpleNamespace(observation_spec={"observation": None})
     aux = SimpleNamespace(name="reward", data_keys=("obs", "obs_reward"))
@@ -155,7 +155,7 @@ def test_any_suite_task_runs_by_name_without_a_config_file():
     assert cfg.task.episode_length is None
     env = make_env({"task": dict(cfg.task), "seed": 0})
     assert env.rollout(3)["observation"].shape == (3, 2)
-    from agent.online import episode_length
+    from agent.agents.factory import episode_length
 
     assert episode_length(dict(cfg.task)) == 999  # gymnasium's own limit for the task
     with pytest.raises(ValueError, match="unknown DMC task 'cheetah-walk'; available: .*cheetah-run"):

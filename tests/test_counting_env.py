@@ -247,7 +247,7 @@ def test_state_observation_is_the_one_hot_count():
 
 
 def test_representation_job_refuses_state_observations(tiny_cfg, tmp_path):
-    from agent.trainer import Trainer
+    from agent.run.representation import Trainer
 
     with pytest.raises(ValueError, match="obs_type=state.*agent=tdmpc2"):
         Trainer(tiny_cfg("task.obs_type=state"), tmp_path)

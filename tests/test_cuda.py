@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from agent.analysis.monitor import monitoring_set
 from agent.api import load
-from agent.monitor import monitoring_set
-from agent.trainer import Trainer
+from agent.run.representation import Trainer
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -44,7 +44,7 @@ def test_cuda_run_resumes(tiny_cfg, tmp_path):
 
 @cuda
 def test_online_agent_plans_on_cuda(tmp_path):
-    from agent.online import OnlineTrainer
+    from agent.run.online import OnlineTrainer
     from tests.test_online import online_cfg
 
     out = OnlineTrainer(online_cfg("task=counting", "aux=reward", "agent.horizon=1", "device=cuda"), tmp_path).run()

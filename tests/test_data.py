@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from agent.data import RepeatedRandomPolicy, add_rollout, make_buffer, make_collector, to_time_major
+from agent.data.collection import (
+    RepeatedRandomPolicy,
+    add_rollout,
+    make_buffer,
+    make_collector,
+    to_time_major,
+)
 from envs.counting import CountingEnv
 
 

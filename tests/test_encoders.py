@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent.encoders import BasicBlock, PixelEncoder, resnet_trunk
-from agent.world_model import WorldModel
+from agent.models.encoders import BasicBlock, PixelEncoder, resnet_trunk
+from agent.models.world_model import WorldModel
 
 PIX = (3, 64, 64)
 OPTIONS = [("flatten", 8), ("pooled", 8), ("resnet", 1), ("resnet", 2)]
@@ -63,7 +63,7 @@ def test_world_model_dynamics_depth():
 
 def test_checkpoints_from_before_the_encoder_options_still_match():
     """A signature without the new model keys reads as the flatten encoder it was made with."""
-    from agent.checkpoint import diff_signature
+    from agent.run.checkpoint import diff_signature
 
     old = {"model": {"latent_dim": 16}, "aux": {"_target_": "agent.auxiliary.RandomNetAux"}}
     now = {"model": {"latent_dim": 16, "pixel_encoder": "flatten", "resnet_blocks": 8, "dyn_layers": 2},

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent.checkpoint import load_checkpoint
+from agent.run.checkpoint import load_checkpoint
 from tests.conftest import ROOT
 
 # A representation run of 12 updates, checkpoints every 4, in a subprocess; KILL names where it dies.
 SCRIPT = """
 import os, signal, sys
-import agent.checkpoint as ck
-from agent.trainer import Trainer
+import agent.run.checkpoint as ck
+from agent.run.representation import Trainer
 from tests.conftest import compose_cfg
 
 kill, run_dir = sys.argv[1], sys.argv[2]

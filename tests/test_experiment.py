@@ -6,11 +6,10 @@ import itertools
 
 import pytest
 import torch
-
-from agent.build import build_agent
-from agent.trainer import Trainer
 from hydra import compose, initialize_config_dir
 
+from agent.agents.factory import build_agent
+from agent.run.representation import Trainer
 from tests.conftest import ROOT
 
 ROWS = list(itertools.product(("reward", "random", "none"), ("joint", "separate", "aux_only"), ("dense", "sparse")))

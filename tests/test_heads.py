@@ -9,7 +9,14 @@ import pytest
 import torch
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
-from agent.heads import QEnsemble, RunningScale, TanhGaussianPolicy, discount_from_episode_length, polyak, td_target
+from agent.models.heads import (
+    QEnsemble,
+    RunningScale,
+    TanhGaussianPolicy,
+    discount_from_episode_length,
+    polyak,
+    td_target,
+)
 
 
 def test_q_ensemble_batched_equals_loop_over_members():

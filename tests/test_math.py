@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent.math import SimNorm, bin_centers, soft_ce, symexp, symlog, two_hot, two_hot_inv
+from agent.math import (
+    SimNorm,
+    bin_centers,
+    soft_ce,
+    symexp,
+    symlog,
+    two_hot,
+    two_hot_inv,
+)
 
 BINS, LO, HI = 101, -10.0, 10.0
 

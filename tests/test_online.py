@@ -73,9 +73,9 @@ def test_eval_cli_writes_json_and_video(tmp_path):
 
 
 def test_eval_cli_refuses_a_representation_checkpoint(tiny_cfg, tmp_path):
-    from agent.checkpoint import CheckpointError
-    from agent.online import load_online_agent
-    from agent.trainer import Trainer
+    from agent.run.checkpoint import CheckpointError
+    from agent.agents.factory import load_online_agent
+    from agent.run.representation import Trainer
 
     Trainer(tiny_cfg("steps=3", "analysis.every=0"), tmp_path).run()
     with pytest.raises(CheckpointError, match="not a TD-MPC2"):
@@ -89,8 +89,8 @@ def online_cfg(*overrides: str):
 
 
 def test_online_run_resumes_from_its_checkpoint(tmp_path):
-    from agent.checkpoint import load_checkpoint
-    from agent.online import OnlineTrainer
+    from agent.run.checkpoint import load_checkpoint
+    from agent.run.online import OnlineTrainer
 
     task = ("task=gym/Pendulum-v1", "aux=none", "task.episode_length=40")
     first = OnlineTrainer(online_cfg(*task, "agent.total_steps=60"), tmp_path)
@@ -111,7 +111,7 @@ def test_online_run_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_online_run_without_buffer_checkpoint_writes_none(tmp_path):
-    from agent.online import OnlineTrainer
+    from agent.run.online import OnlineTrainer
 
     task = ("task=gym/Pendulum-v1", "aux=none", "task.episode_length=40", "agent.total_steps=50", "agent.eval_every=50")
     OnlineTrainer(online_cfg(*task, "checkpoint.buffer=false"), tmp_path).run()
@@ -119,7 +119,7 @@ def test_online_run_without_buffer_checkpoint_writes_none(tmp_path):
 
 
 def test_online_bad_setups_fail_at_start(tmp_path):
-    from agent.online import OnlineTrainer
+    from agent.run.online import OnlineTrainer
 
     with pytest.raises(ValueError, match="use agent.horizon=1"):
         OnlineTrainer(online_cfg("task=counting", "agent.horizon=3"), tmp_path / "b")
@@ -130,7 +130,7 @@ def test_online_bad_setups_fail_at_start(tmp_path):
 
 
 def test_paper_random_collection_holds_actions(tmp_path):
-    from agent.online import OnlineTrainer
+    from agent.run.online import OnlineTrainer
 
     trainer = OnlineTrainer(online_cfg("task=counting", "agent.horizon=1", "agent.collect=random"), tmp_path)
     td = trainer.env.reset()
@@ -140,7 +140,7 @@ def test_paper_random_collection_holds_actions(tmp_path):
 
 
 def test_seed_steps_end_with_a_burst_of_pretraining_updates(tmp_path, monkeypatch):
-    from agent.online import OnlineTrainer
+    from agent.run.online import OnlineTrainer
 
     cfg = online_cfg("task=gym/Pendulum-v1", "aux=none", "task.episode_length=20", "agent.total_steps=50", "agent.pretrain_updates=7")
     trainer = OnlineTrainer(cfg, tmp_path)
@@ -156,7 +156,7 @@ def test_agent_learns_counting_from_the_count(tmp_path):
     target. Random play succeeds 0.33-0.44 of the time, the optimum is 1; seeds 1-3 scored 0.92-1.0
     here. (With model=tiny the reward and Q heads are still constant after 400 updates while the
     termination head has learned, and the planner steers away from the target: success 0.)"""
-    from agent.online import OnlineTrainer
+    from agent.run.online import OnlineTrainer
 
     cfg = online_cfg(
         "task=counting", "task.obs_type=state", "model=small", "agent.horizon=1", "agent.collect=random",
@@ -167,8 +167,8 @@ def test_agent_learns_counting_from_the_count(tmp_path):
 
 
 def test_online_time_limit_ends_the_run_evaluated_and_saved(tmp_path):
-    from agent.checkpoint import load_checkpoint
-    from agent.online import OnlineTrainer
+    from agent.run.checkpoint import load_checkpoint
+    from agent.run.online import OnlineTrainer
 
     task = ("task=gym/Pendulum-v1", "aux=none", "task.episode_length=40", "agent.total_steps=60")
     OnlineTrainer(online_cfg(*task, "time_limit=1e-9"), tmp_path).run()
@@ -179,7 +179,7 @@ def test_online_time_limit_ends_the_run_evaluated_and_saved(tmp_path):
 
 
 def test_resume_right_after_the_pretraining_burst_does_not_repeat_it(tmp_path):
-    from agent.online import OnlineTrainer
+    from agent.run.online import OnlineTrainer
 
     task = ("task=gym/Pendulum-v1", "aux=none", "task.episode_length=20", "agent.pretrain_updates=7", "agent.eval_every=40")
     OnlineTrainer(online_cfg(*task, "agent.total_steps=40"), tmp_path / "a").run()  # checkpoint at step == seed_steps

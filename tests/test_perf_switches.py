@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from agent.build import build_agent
+from agent.agents.factory import build_agent
 from tests.conftest import compose_cfg
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent.build import build_agent, build_aux
-from agent.losses import ROUTINGS
+from agent.agents.factory import build_agent, build_aux
+from agent.losses.pjepa import ROUTINGS
 
 H, B = 2, 8
 

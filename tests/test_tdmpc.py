@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from agent.agents.tdmpc import TDMPCAgent, TDMPCConfig
 from agent.auxiliary import NoAux, RandomNetAux, RewardAux
-from agent.tdmpc import TDMPCModel
-from agent.tdmpc_agent import TDMPCAgent, TDMPCConfig
-from agent.world_model import WorldModel
+from agent.models.tdmpc import TDMPCModel
+from agent.models.world_model import WorldModel
 from planner.mppi import MPPIConfig
 
 H, B, OBS, A = 3, 16, (5,), 2
@@ -73,7 +73,7 @@ def test_target_q_follows_by_polyak_and_policy_loss_reaches_only_the_policy():
     for t0, t1, o in zip(target0, agent.model.target_qs.parameters(), online):
         torch.testing.assert_close(t1, 0.99 * t0 + 0.01 * o)
     assert all(p.grad is None for p in agent.model.qs.parameters())  # no policy-loss leak into the next Q step
-    from agent.tdmpc_losses import policy_loss
+    from agent.losses.tdmpc import policy_loss
 
     agent.zero_grad(set_to_none=True)
     z = agent.model.encode(batch()["obs"])
@@ -84,8 +84,8 @@ def test_target_q_follows_by_polyak_and_policy_loss_reaches_only_the_policy():
 
 def test_policy_entropy_bonus_is_tdmpc2_scaled_gaussian_entropy():
     """The bonus is -A * (pre-squash Gaussian log-prob), rho-weighted, as TD-MPC2's scaled entropy."""
-    from agent.heads import RunningScale
-    from agent.tdmpc_losses import policy_loss
+    from agent.losses.tdmpc import policy_loss
+    from agent.models.heads import RunningScale
 
     m = make_agent().model
     z = torch.randn(H, B, 16)
@@ -102,7 +102,7 @@ def test_policy_entropy_bonus_is_tdmpc2_scaled_gaussian_entropy():
 
 @pytest.mark.parametrize("routing", ["joint", "aux_only"])
 def test_routing_holds_for_every_td_mpc2_term(routing):
-    from agent.tdmpc_losses import world_model_losses
+    from agent.losses.tdmpc import world_model_losses
 
     agent = make_agent("random", routing=routing)
     for p in agent.model.reward_head[-1].parameters():  # zero-initialised heads pass no gradient at first

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from agent.agents.update import NonFiniteLossError
 from agent.analysis import METRIC_KEYS
+from agent.analysis.monitor import FIGURES, monitoring_set, read_curve
 from agent.api import load
-from agent.checkpoint import CheckpointError, load_checkpoint
-from agent.monitor import FIGURES, monitoring_set, read_curve
-from agent.optim_step import NonFiniteLossError
-from agent.trainer import Trainer
+from agent.run.checkpoint import CheckpointError, load_checkpoint
+from agent.run.representation import Trainer
 from tests.conftest import ROOT, TINY, TINY_PJEPA
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent.encoders import ShiftAug
-from agent.world_model import WorldModel
+from agent.models.encoders import ShiftAug
+from agent.models.world_model import WorldModel
 
 PIX = (3, 64, 64)
 

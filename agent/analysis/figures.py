@@ -18,6 +18,7 @@ from torch import Tensor
 
 from agent.analysis.metrics import check, check_labels
 
+
 def _label_color(label: int) -> tuple[float, float, float, float]:
     """Fixed tab10 colour per count so colours agree across figures."""
     return to_rgba(f"C{int(label) % 10}")

@@ -6,9 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from agent.auxiliary.base import AuxTask
-from agent.encoders import PixelEncoder
-from agent.nets import StateEncoder, mlp
-
+from agent.models.encoders import PixelEncoder
+from agent.models.nets import StateEncoder, mlp
 
 RANDOM_NETS = ("conv", "linear")
 

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from agent.auxiliary.base import AuxTask
 from agent.math import soft_ce, two_hot_inv
-from agent.nets import mlp
+from agent.models.nets import mlp
 
 
 class RewardAux(AuxTask):

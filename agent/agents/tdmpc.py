@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from agent.agents.update import optimizer_step
 from agent.auxiliary import AuxTask
-from agent.heads import RunningScale, polyak
-from agent.losses import check_routing
-from agent.optim_step import optimizer_step
-from agent.tdmpc import TDMPCModel
-from agent.tdmpc_losses import TERMS, policy_loss, world_model_losses
+from agent.losses.pjepa import check_routing
+from agent.losses.tdmpc import TERMS, policy_loss, world_model_losses
+from agent.models.heads import RunningScale, polyak
+from agent.models.tdmpc import TDMPCModel
 from planner.mppi import MPPI, MPPIConfig
 
 
@@ -22,7 +22,7 @@ class TDMPCConfig:
 
     Attributes:
         loss_scales: weights of ``dyn``, ``aux`` (c_p), ``reward``, ``value``, ``termination``.
-        routing, detach_target, rho: the P-JEPA switches (see :mod:`agent.losses`).
+        routing, detach_target, rho: the P-JEPA switches (see :mod:`agent.losses.pjepa`).
         discount: TD discount (see :func:`agent.heads.discount_from_episode_length`).
         lr, enc_lr_scale, grad_clip: world-model optimiser.
         pi_lr, entropy_coef: policy prior optimiser (Adam eps 1e-5) and entropy bonus.

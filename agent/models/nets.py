@@ -1,6 +1,6 @@
 """Network building blocks: TD-MPC2 MLP blocks, the state encoder, the latent's last activation.
 
-Pixel encoders live in :mod:`agent.encoders`.
+Pixel encoders live in :mod:`agent.models.encoders`.
 """
 
 from __future__ import annotations

@@ -131,6 +131,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return Checkpoint(data["payload"], path)
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory -> its ``checkpoints/last.pt``; a file -> itself."""
+    path = Path(path)
+    if path.is_dir():
+        last = path / "checkpoints" / "last.pt"
+        if not last.is_file():
+            raise CheckpointError(f"run directory {path} has no checkpoints/last.pt")
+        return last
+    return path
+
+
 _STEP_FILE = re.compile(r"step_(\d+)\.pt")
 
 

@@ -17,7 +17,14 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor
 
-from agent.analysis import METRIC_KEYS, plot_distance_heatmap, plot_pca, plot_reconstructions, plot_repr_curves, representation_metrics
+from agent.analysis import (
+    METRIC_KEYS,
+    plot_distance_heatmap,
+    plot_pca,
+    plot_reconstructions,
+    plot_repr_curves,
+    representation_metrics,
+)
 from envs.counting import CountingEnv
 
 FIGURES = ("pca.png", "heatmap.png", "reconstructions.png")

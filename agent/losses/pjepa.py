@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from agent.auxiliary import AuxTask
-from agent.world_model import WorldModel
+from agent.models.world_model import WorldModel
 
 ROUTINGS = ("joint", "separate", "aux_only")
 

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agent.heads import QEnsemble, TanhGaussianPolicy
 from agent.math import two_hot_inv
-from agent.nets import mlp
-from agent.world_model import WorldModel
+from agent.models.heads import QEnsemble, TanhGaussianPolicy
+from agent.models.nets import mlp
+from agent.models.world_model import WorldModel
 
 
 class TDMPCModel(nn.Module):

@@ -8,10 +8,10 @@ import torch
 from torch import Tensor
 
 from agent.auxiliary import AuxTask
-from agent.heads import RunningScale, td_target
-from agent.losses import pjepa_losses, rho_weights
+from agent.losses.pjepa import pjepa_losses, rho_weights
 from agent.math import soft_ce
-from agent.tdmpc import TDMPCModel
+from agent.models.heads import RunningScale, td_target
+from agent.models.tdmpc import TDMPCModel
 
 TERMS = ("dyn", "aux", "reward", "value", "termination")
 

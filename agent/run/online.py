@@ -13,24 +13,26 @@ from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
 from tqdm import tqdm
 
-from agent.build import build_aux, check_preset, to_dict
-from agent.checkpoint import (
+from agent.agents.factory import (
+    build_tdmpc_agent,
+    check_preset,
+    episode_length,
+    tdmpc_signature,
+    to_dict,
+)
+from agent.agents.update import (
+    NonFiniteLossError,
+    check_finite_weights,
+    training_stopped,
+)
+from agent.data.collection import RepeatedRandomPolicy, to_time_major
+from agent.run.checkpoint import (
     Checkpointer,
-    CheckpointError,
     check_signature,
     load_buffer,
-    load_checkpoint,
     save_buffer,
 )
-from agent.config import check_values
-from agent.data import RepeatedRandomPolicy, to_time_major
-from agent.evaluate import _batched, evaluate
-from agent.heads import discount_from_episode_length
-from agent.logger import Logger
-from agent.optim_step import NonFiniteLossError, check_finite_weights, training_stopped
-from agent.tdmpc import TDMPCModel
-from agent.tdmpc_agent import TDMPCAgent, TDMPCConfig
-from agent.trainer import (
+from agent.run.common import (
     aux_data_keys,
     deadline,
     obs_info,
@@ -39,43 +41,12 @@ from agent.trainer import (
     seed_everything,
     set_rng_state,
 )
-from agent.world_model import WorldModel
+from agent.run.config import check_values
+from agent.run.evaluate import batched, evaluate
+from agent.run.logger import Logger
 from envs import make_env
-from planner.mppi import MPPIConfig
 
 log = logging.getLogger(__name__)
-
-
-def episode_length(task: dict) -> int:
-    """Agent steps per episode of a task config."""
-    if task["suite"] == "counting":
-        return int(task.get("max_steps", 4))
-    if task["suite"] == "gym":
-        from envs.gym import env_steps
-
-        return env_steps(task) // int(task.get("action_repeat", 1))
-    return int(task.get("episode_length", 1000)) // int(task.get("action_repeat", 1))
-
-
-def build_tdmpc_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, device: str | torch.device = "cpu") -> TDMPCAgent:
-    """The TD-MPC2 agent a run config describes (``cfg.agent`` holds the TD-MPC2 settings)."""
-    c = to_dict(cfg)
-    a, m = c["agent"], {k: v for k, v in c["model"].items() if k != "name"}
-    wm = WorldModel(obs_shape=obs_shape, action_dim=action_dim, **m)
-    model = TDMPCModel(
-        wm, mlp_dim=m["mlp_dim"], num_q=a["num_q"], num_bins=a["num_bins"], vmin=a["vmin"], vmax=a["vmax"],
-        dropout=a["dropout"], episodic=c["task"]["suite"] == "counting",
-    )  # fmt: skip
-    aux = build_aux(c["aux"], wm.latent_dim, wm.obs_shape)
-    update = TDMPCConfig(
-        loss_scales={k: float(v) for k, v in a["loss_scales"].items()},
-        routing=c["routing"], detach_target=bool(c["detach_target"]), rho=float(c["rho"]),
-        discount=discount_from_episode_length(episode_length(c["task"])),
-        lr=float(c["optim"]["lr"]), enc_lr_scale=float(a["enc_lr_scale"]), grad_clip=float(c["optim"]["grad_clip"]),
-        pi_lr=float(a["pi_lr"]), entropy_coef=float(a["entropy_coef"]), tau=float(a["tau"]),
-    )  # fmt: skip
-    planner = MPPIConfig(horizon=int(a["horizon"]), gamma=update.discount, **a["planner"])
-    return TDMPCAgent(model, aux, update, planner, seed=int(c["seed"])).to(device)
 
 
 class OnlineTrainer:
@@ -112,11 +83,7 @@ class OnlineTrainer:
             sampler=SliceSampler(slice_len=self.horizon, traj_key="episode", strict_length=True, cache_values=True),
             batch_size=int(c["batch_size"]) * self.horizon,
         )
-        shape_keys = ("num_q", "num_bins", "vmin", "vmax", "dropout")
-        self.signature = {
-            "obs_shape": list(obs_shape), "action_dim": action_dim, "model": c["model"], "aux": c["aux"],
-            "agent": {"name": a["name"], **{k: a[k] for k in shape_keys}},
-        }  # fmt: skip
+        self.signature = tdmpc_signature(c, obs_shape, action_dim)
         spec = self.env.action_spec.space
         self.random_policy = RepeatedRandomPolicy(
             spec.low, spec.high, int(c["data"]["action_hold"]), seed=int(c["seed"]), carry=bool(c["data"]["hold_across_resets"])
@@ -139,7 +106,7 @@ class OnlineTrainer:
             return self.random_policy(td.clone())["action"]
         if random:
             return self.env.action_spec.rand()
-        action = self.agent.act(_batched(td[self.obs_key], self.env), eval_mode=False).cpu()
+        action = self.agent.act(batched(td[self.obs_key], self.env), eval_mode=False).cpu()
         return action if self.env.batch_size else action[0]
 
     def _batch(self) -> dict[str, torch.Tensor]:
@@ -244,20 +211,3 @@ class OnlineTrainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=2))
         return out
-
-
-def load_online_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[TDMPCAgent, dict]:
-    """A trained TD-MPC2 agent and its config from a run directory or checkpoint file."""
-    from agent.api import resolve_checkpoint
-
-    ckpt = resolve_checkpoint(path)
-    data = load_checkpoint(ckpt, map_location=device)
-    sig, cfg = data["signature"], data["config"]
-    if cfg.get("agent", {}).get("name") != "tdmpc2":
-        raise CheckpointError(f"{ckpt} is not a TD-MPC2 (agent=tdmpc2) checkpoint")
-    agent = build_tdmpc_agent(cfg, tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
-    try:
-        agent.load_state_dict(data["agent"])
-    except RuntimeError as err:
-        raise CheckpointError(f"weights in {ckpt} do not fit its config: {err}") from err
-    return agent, cfg

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from agent.agents.update import optimizer_step
 from agent.auxiliary import AuxTask
-from agent.losses import check_routing, pjepa_losses
-from agent.optim_step import optimizer_step
-from agent.probe import DecoderProbe
-from agent.world_model import WorldModel
+from agent.losses.pjepa import check_routing, pjepa_losses
+from agent.models.probe import DecoderProbe
+from agent.models.world_model import WorldModel
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -21,7 +21,7 @@ class UpdateConfig:
     """Plain values the update needs (resolved from the Hydra config before the hot loop).
 
     Attributes:
-        routing: ``joint`` | ``separate`` | ``aux_only`` (see :mod:`agent.losses`).
+        routing: ``joint`` | ``separate`` | ``aux_only`` (see :mod:`agent.losses.pjepa`).
         detach_target: stop-gradient on the dynamics target ``E(o_{t+1})``.
         rho: per-step decay of the dynamics loss.
         loss_scales: weights of the named loss terms; ``aux`` is the paper's ``c_p``.
@@ -90,7 +90,7 @@ class PJEPAAgent(nn.Module):
         return next(self.wm.parameters()).device
 
     def losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
-        """Unweighted loss terms for a batch (see :func:`agent.losses.pjepa_losses`)."""
+        """Unweighted loss terms for a batch (see :func:`agent.losses.pjepa.pjepa_losses`)."""
         obs, actions = batch["obs"], batch["action"]
         target = None
         if self.aux.active:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from agent.encoders import PixelEncoder
-from agent.nets import StateEncoder, latent_out, mlp
+from agent.models.encoders import PixelEncoder
+from agent.models.nets import StateEncoder, latent_out, mlp
 
 ENCODERS = ("auto", "pixels", "state")
 
@@ -31,7 +31,7 @@ class WorldModel(nn.Module):
         enc_layers: layers of the state encoder.
         shift_pad: random-shift augmentation of the pixel encoder (0 disables).
         pixel_encoder: ``flatten`` (TD-MPC2) | ``pooled`` | ``resnet`` (the paper's reference),
-            see :mod:`agent.encoders`; state observations use the MLP encoder whatever it says.
+            see :mod:`agent.models.encoders`; state observations use the MLP encoder whatever it says.
         resnet_blocks: basic blocks per ResNet stage (8 in the reference).
         dyn_layers: hidden layers of the dynamics MLP (TD-MPC2 2, the paper's code 1).
     """

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agent.nets import mlp
+from agent.models.nets import mlp
 
 
 class EnsembleLinear(nn.Module):
