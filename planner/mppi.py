@@ -92,6 +92,23 @@ class MPPI:
         else:
             self._prev_mean[:, mask.to(self._prev_mean.device)] = 0.0
 
+    def state_dict(self) -> dict:
+        """The planner's state (warm start and generator) as tensors, for exact resume."""
+        return {
+            "prev_mean": None if self._prev_mean is None else self._prev_mean.cpu(),
+            "gen": None if self._gen is None else self._gen.get_state(),
+            "gen_device": None if self._gen is None else str(self._gen.device),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (the warm start goes to the generator's device)."""
+        self._gen = None
+        if state["gen"] is not None:
+            self._gen = torch.Generator(device=state["gen_device"])
+            self._gen.set_state(state["gen"])
+        prev = state["prev_mean"]
+        self._prev_mean = None if prev is None else prev.to(self._gen.device if self._gen is not None else "cpu")
+
     def _generator(self, device: torch.device) -> torch.Generator:
         if self._gen is None or self._gen.device != device:
             self._gen = torch.Generator(device=device).manual_seed(self.seed)

@@ -56,7 +56,7 @@ def _run(kill: str, run_dir: Path) -> int:
 
 def _rows(run_dir: Path) -> list[list[str]]:
     header, *rows = (run_dir / "metrics.csv").read_text().splitlines()
-    keep = [i for i, k in enumerate(header.split(",")) if k != "perf/updates_per_s"]
+    keep = [i for i, k in enumerate(header.split(",")) if not k.startswith("perf/")]
     return [[r.split(",")[i] for i in keep] for r in rows]
 
 
@@ -77,3 +77,66 @@ def test_killed_run_ends_where_an_unbroken_one_does(unbroken, tmp_path, kill):
         torch.testing.assert_close(done["agent"][name], value, rtol=0, atol=0, msg=name)
     assert _rows(tmp_path) == _rows(unbroken)
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+# An online TD-MPC2 run of 60 env steps (planning after 20), evaluated and checkpointed every 20.
+ONLINE = """
+import os, signal, sys
+import agent.run.checkpoint as ck
+from agent.run.online import OnlineTrainer
+from tests.test_online import online_cfg
+
+kill, run_dir = sys.argv[1], sys.argv[2]
+cfg = online_cfg("task=gym/Pendulum-v1", "aux=random", "task.episode_length=30", "agent.total_steps=60",
+                 "agent.seed_steps=20", "agent.eval_every=20", "agent.eval_episodes=1", "log.every=5")
+trainer = OnlineTrainer(cfg, run_dir)
+if kill == "step-47":  # mid-episode, between checkpoints, while planning (resumes from 40)
+    real = trainer.agent.update
+    def update(batch):
+        if trainer.step == 47:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(batch)
+    trainer.agent.update = update
+if kill == "mid-write-40":  # the step-40 replay buffer half written
+    real_save = ck.torch.save
+    def save(obj, f):
+        if obj["payload"]["step"] == 40:
+            f.write(b"half"); f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_save(obj, f)
+    ck.torch.save = save
+if kill == "after-save-20":
+    real_ckpt = trainer.checkpointer.save
+    def after(step, payload):
+        path = real_ckpt(step, payload)
+        if step == 20:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return path
+    trainer.checkpointer.save = after
+trainer.run()
+"""
+
+
+def _run_online(kill: str, run_dir: Path) -> int:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", ONLINE, kill, str(run_dir)], cwd=ROOT, env=env, capture_output=True, timeout=300).returncode
+
+
+@pytest.fixture(scope="module")
+def unbroken_online(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("unbroken_online")
+    assert _run_online("none", run_dir) == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("kill", ["step-47", "mid-write-40", "after-save-20"])
+def test_killed_online_run_ends_where_an_unbroken_one_does(unbroken_online, tmp_path, kill):
+    assert _run_online(kill, tmp_path) == -9
+    assert _run_online("none", tmp_path) == 0
+    done, ref = load_checkpoint(tmp_path / "checkpoints" / "last.pt"), load_checkpoint(unbroken_online / "checkpoints" / "last.pt")
+    assert done["step"] == ref["step"] == 60 and done["episode"] == ref["episode"]
+    for name, value in ref["agent"].items():
+        torch.testing.assert_close(done["agent"][name], value, rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(done["actions"], ref["actions"], rtol=0, atol=0)
+    assert _rows(tmp_path) == _rows(unbroken_online)
+    assert (tmp_path / "eval.csv").read_text() == (unbroken_online / "eval.csv").read_text()

@@ -73,8 +73,8 @@ def test_eval_cli_writes_json_and_video(tmp_path):
 
 
 def test_eval_cli_refuses_a_representation_checkpoint(tiny_cfg, tmp_path):
-    from agent.run.checkpoint import CheckpointError
     from agent.agents.factory import load_online_agent
+    from agent.run.checkpoint import CheckpointError
     from agent.run.representation import Trainer
 
     Trainer(tiny_cfg("steps=3", "analysis.every=0"), tmp_path).run()
@@ -97,15 +97,17 @@ def test_online_run_resumes_from_its_checkpoint(tmp_path):
     first.run()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 60
     trainer = OnlineTrainer(online_cfg(*task, "agent.total_steps=120"), tmp_path)
-    # one finished episode, one cut at step 60 (id 1): the resumed run goes on with episode 2
-    assert trainer.step == 60 and trainer.episode == 2
+    # one finished episode, one cut at step 60 (id 1): the resumed run goes on inside episode 1
+    assert trainer.step == 60 and trainer.episode == 1
     assert len(trainer.buffer) == 60 and (trainer.buffer.storage[:60] == first.buffer.storage[:60]).all()
+    assert torch.equal(trainer._td["observation"], first._td["observation"])  # the env stands where it stood
     without = OnlineTrainer(online_cfg(*task, "agent.total_steps=120", "checkpoint.buffer=false"), tmp_path)
-    assert without.step == 60 and without.buffer.write_count == 0
+    # without a saved buffer, replaying the run's actions rebuilds the same one
+    assert without.step == 60 and (without.buffer.storage[:60] == first.buffer.storage[:60]).all()
     without.logger.close()
     trainer.run()
     episodes = trainer.buffer.storage[:120]["episode"]
-    assert episodes[59] == 1 and episodes[60] == 2  # no trajectory across the resume
+    assert episodes[59] == 1 and episodes[60] == 1  # the interrupted episode goes on
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 120
     assert (tmp_path / "eval.csv").read_text().count("\n") == 3  # header, 60, 120: rows kept across the resume
 

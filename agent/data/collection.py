@@ -33,6 +33,15 @@ class RepeatedRandomPolicy(TensorDictModuleBase):
         self.gen = torch.Generator().manual_seed(seed)
         self.last: torch.Tensor | None = None
 
+    def rng_state(self) -> dict:
+        """Generator, held action and call count, for exact resume."""
+        return {"gen": self.gen.get_state(), "last": self.last, "calls": self.calls}
+
+    def set_rng_state(self, state: dict) -> None:
+        """Restore :meth:`rng_state`."""
+        self.gen.set_state(state["gen"])
+        self.last, self.calls = state["last"], int(state["calls"])
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         steps = tensordict.get("step_count")
         shape = steps.shape[:-1] + self.low.shape[-1:]

@@ -28,6 +28,7 @@ from agent.agents.update import (
 from agent.data.collection import RepeatedRandomPolicy, to_time_major
 from agent.run.checkpoint import (
     Checkpointer,
+    CheckpointError,
     check_signature,
     load_buffer,
     save_buffer,
@@ -65,7 +66,6 @@ class OnlineTrainer:
         self.device = resolve_device(c["device"])
         seed_everything(int(c["seed"]))
         self.env = make_env(c, num_envs=1, seed=int(c["seed"]), device="cpu")
-        self.eval_env = make_env(c, num_envs=1, seed=int(c["seed"]) + 10_000, device="cpu")
         self.obs_key, obs_shape, action_dim = obs_info(self.env)
         self.agent = build_tdmpc_agent(c, obs_shape, action_dim, self.device)
         self.horizon = int(a["horizon"])
@@ -91,6 +91,9 @@ class OnlineTrainer:
         if a["collect"] not in ("planner", "random"):
             raise ValueError(f"unknown agent.collect {a['collect']!r}; expected 'planner' or 'random'")
         self.step, self.episode, self.pretrained = 0, 0, False
+        self.actions: list[torch.Tensor] = []  # every action taken, in order: a resume replays them
+        self._td: TensorDict | None = None  # the env's current step (None: reset at the start of run)
+        self._ep_return = 0.0
         self.keep_buffer = bool(c["checkpoint"].get("buffer", True))
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", int(c["checkpoint"]["keep"]))
         resumed = self._maybe_resume()
@@ -130,6 +133,9 @@ class OnlineTrainer:
             "step": self.step, "episode": self.episode, "pretrained": self.pretrained, "agent": state,
             "optim": {"wm": self.agent.optim.state_dict(), "pi": self.agent.pi_optim.state_dict()},
             "rng": rng_state(), "signature": self.signature, "config": self.cfg,
+            "actions": torch.stack(self.actions) if self.actions else torch.zeros(0),
+            "planner": self.agent.planner.state_dict(), "eval_planner": self.agent.eval_planner.state_dict(),
+            "random_policy": self.random_policy.rng_state(),
         }  # fmt: skip
         return self.checkpointer.save(self.step, payload)
 
@@ -150,38 +156,71 @@ class OnlineTrainer:
         self.agent.load_state_dict(data["agent"])
         self.agent.optim.load_state_dict(data["optim"]["wm"])
         self.agent.pi_optim.load_state_dict(data["optim"]["pi"])
-        self.step, self.episode = int(data["step"]), int(data["episode"]) + 1
+        self.step, self.episode = int(data["step"]), int(data["episode"])
         # the pretraining burst happens once; older checkpoints lack the flag: past the seed steps it has happened
         self.pretrained = bool(data["pretrained"]) if "pretrained" in data else self.step > self.seed_steps
-        set_rng_state(data["rng"])
         restored = self.keep_buffer and load_buffer(self.buffer, last.parent / "buffer.pt", self.step)
-        kept = f"{len(self.buffer)} transitions restored" if restored else "refilled by acting"
-        log.info("resumed from %s at step %d (replay buffer: %s)", last, self.step, kept)
+        if "actions" in data and len(data["actions"]) == self.step:
+            self._replay(data["actions"], fill_buffer=not restored)
+            self.agent.planner.load_state_dict(data["planner"])
+            self.agent.eval_planner.load_state_dict(data["eval_planner"])
+            self.random_policy.set_rng_state(data["random_policy"])
+            how = "restored" if restored else "rebuilt by replay"
+        else:  # an older checkpoint: a new episode starts, so the interrupted one stays a trajectory of its own
+            self.episode += 1
+            how = "restored" if restored else "refilled by acting"
+        set_rng_state(data["rng"])
+        log.info("resumed from %s at step %d (replay buffer: %d transitions, %s)", last, self.step, len(self.buffer), how)
         return True
+
+    def _replay(self, actions: torch.Tensor, fill_buffer: bool) -> None:
+        """Step a fresh env through the run's ``actions [step, ...]`` to where the checkpoint left it.
+
+        The env is deterministic given its seed and the actions, so this gives the unbroken run's
+        env state, episode counter and (when ``fill_buffer``) replay buffer exactly.
+        """
+        t0, saved_episode = time.perf_counter(), self.episode
+        td, self.episode, self._ep_return = self.env.reset(), 0, 0.0
+        for action in actions:
+            td.set("action", action.clone())
+            td.set("episode", torch.full(self.env.batch_size, self.episode))
+            stepped, td = self.env.step_and_maybe_reset(td)
+            if fill_buffer:
+                self.buffer.extend(stepped.reshape(-1))
+            self._ep_return += float(stepped["next", "reward"].sum())
+            if bool(stepped["next", "done"].any()):
+                self.episode, self._ep_return = self.episode + 1, 0.0
+        self._td, self.actions = td, list(actions)
+        if self.episode != saved_episode:
+            raise CheckpointError(f"replaying {len(actions)} actions gave episode {self.episode}, the checkpoint says {saved_episode}: the env is not deterministic")
+        log.info("replayed %d env steps in %.1f s (exact resume)", len(actions), time.perf_counter() - t0)
 
     def run(self) -> dict[str, float]:
         """Train for ``agent.total_steps`` env steps; returns the last evaluation."""
         c, a = self.cfg, self.cfg["agent"]
         total, random_collect = int(a["total_steps"]), a["collect"] == "random"
-        td, ep_return, last_eval = self.env.reset(), 0.0, {}
+        td, last_eval = self._td if self._td is not None else self.env.reset(), {}
         bar = tqdm(total=total, initial=self.step, disable=not c["log"]["progress"], dynamic_ncols=True, desc="online")
         t0, steps0 = time.perf_counter(), self.step
         stop_at = deadline(c.get("time_limit"), t0)
         try:
             while self.step < total:
-                td.set("action", self._act(td, self.step < self.seed_steps or random_collect))
+                action = self._act(td, self.step < self.seed_steps or random_collect)
+                self.actions.append(action.detach().cpu().clone())
+                td.set("action", action)
                 td.set("episode", torch.full(self.env.batch_size, self.episode))
                 stepped, td = self.env.step_and_maybe_reset(td)
+                self._td = td
                 self.buffer.extend(stepped.reshape(-1))
-                ep_return += float(stepped["next", "reward"].sum())
+                self._ep_return += float(stepped["next", "reward"].sum())
                 self.step += 1
                 bar.update(1)
                 if stop_at is not None and time.perf_counter() >= stop_at:
                     log.info("time_limit of %s min reached at step %d of %d: evaluating and saving", c["time_limit"], self.step, total)
                     total = self.step  # the last step: evaluated and saved as the end of the run
                 if bool(stepped["next", "done"].any()):
-                    self.logger.log(self.step, {"train/episode_return": ep_return}, table="episodes")
-                    self.episode, ep_return = self.episode + 1, 0.0
+                    self.logger.log(self.step, {"train/episode_return": self._ep_return}, table="episodes")
+                    self.episode, self._ep_return = self.episode + 1, 0.0
                     self.agent.planner.reset()
                 if self.step >= self.seed_steps and len(self.buffer) >= max(self.horizon * 4, int(c["batch_size"])):
                     n = int(a["updates_per_step"])
@@ -205,7 +244,11 @@ class OnlineTrainer:
             self.logger.close()
 
     def evaluate(self) -> dict[str, float]:
-        out = evaluate(self.agent, self.eval_env, self.obs_key, int(self.cfg["agent"]["eval_episodes"]))
+        """Evaluation episodes on an env seeded by the step (so a resumed run evaluates as an unbroken one)."""
+        c = self.cfg
+        eval_env = make_env(c, num_envs=1, seed=int(c["seed"]) + 10_000 + self.step, device="cpu")
+        out = evaluate(self.agent, eval_env, self.obs_key, int(c["agent"]["eval_episodes"]))
+        eval_env.close()
         self.logger.log(self.step, {"eval/return": out["return_mean"], "eval/success": out["success_rate"]}, table="eval")
         path = self.run_dir / "eval" / f"step_{self.step:07d}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
