@@ -52,7 +52,9 @@ def test_cli_smoke_run_writes_everything(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
-    assert again == pytest.approx({k: v for k, v in metrics.items() if k not in ("final", "best")})
+    premises = ("consistency_residual", "aux_residual")  # measured on the run's replay buffer only
+    assert metrics["consistency_residual"] > 0 and metrics["aux_residual"] > 0 and 0 <= metrics["unhealthy_collapse"] <= 1
+    assert again == pytest.approx({k: v for k, v in metrics.items() if k not in ("final", "best", *premises)})
     # ... and the curve from the kept checkpoints
     out = subprocess.run(
         [sys.executable, "-m", "agent.analyze", f"run_dir={run_dir}", f"out={tmp_path / 'all'}", "num_obs=64", "heldout_num_obs=64", "checkpoints=all"],
@@ -211,3 +213,17 @@ def test_exploding_learning_rates_stop_without_saving_non_finite_weights(tiny_cf
     for path in (tmp_path / "checkpoints").glob("*.pt"):
         weights = load_checkpoint(path)["agent"]
         assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), path
+
+
+def test_resumed_table_gains_the_columns_a_newer_version_logs(tmp_path):
+    from agent.run.logger import Logger
+
+    first = Logger(tmp_path, tensorboard=False)
+    first.log(1, {"a": 1.0}, table="repr")
+    first.close()
+    again = Logger(tmp_path, tensorboard=False, resume_step=1)
+    again.log(2, {"a": 2.0, "b": 3.0}, table="repr")
+    again.close()
+    assert (tmp_path / "repr.csv").read_text().splitlines() == ["step,a,b", "1,1.0,", "2,2.0,3.0"]
+    with pytest.raises(KeyError, match="were not in the first logged row"):
+        again.log(3, {"a": 1.0, "c": 1.0}, table="repr")

@@ -76,6 +76,15 @@ class TDMPCAgent(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def optim_state(self) -> dict:
+        """Both optimisers' states, for checkpoints."""
+        return {"wm": self.optim.state_dict(), "pi": self.pi_optim.state_dict()}
+
+    def load_optim_state(self, state: dict) -> None:
+        """Restore :meth:`optim_state`."""
+        self.optim.load_state_dict(state["wm"])
+        self.pi_optim.load_state_dict(state["pi"])
+
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One step on ``obs [H+1, B, ...]``, ``action``/``reward``/``terminated`` ``[H, B, .]`` (+ aux keys).
 

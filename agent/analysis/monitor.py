@@ -25,6 +25,7 @@ from agent.analysis import (
     plot_repr_curves,
     representation_metrics,
 )
+from agent.analysis.bisim import counting_mdp, largest_bisimulation, unhealthy_collapse
 from envs.counting import CountingEnv
 
 FIGURES = ("pca.png", "heatmap.png", "reconstructions.png")
@@ -84,6 +85,7 @@ def analyse(
     out_dir: str | Path,
     decode: Callable[[Tensor], Tensor] | None = None,
     title: str = "",
+    extra: dict[str, float | None] | None = None,
 ) -> dict[str, float | None]:
     """Metrics and figures of ``encode`` written to ``out_dir``.
 
@@ -92,6 +94,7 @@ def analyse(
         monitor, heldout: ``(pixels, counts)``: figures and in-sample metrics on ``monitor``,
             classifiers fitted there and scored on ``heldout`` (:func:`representation_metrics`).
         decode: CPU latents -> reconstructions in [-1, 1] (the decoder probe), optional.
+        extra: more metrics to report with these (e.g. the theorem's premise residuals).
     Returns:
         the metrics written to ``out_dir/metrics.json`` (plus ``decoder_mse`` when ``decode``;
         NaN written as null).
@@ -103,6 +106,8 @@ def analyse(
         z = encode(pixels).float().cpu()
         z_out = encode(pixels_out).float().cpu()
         metrics: dict[str, float | None] = dict(representation_metrics(z, counts, z_out, counts_out))
+        metrics["unhealthy_collapse"] = unhealthy_collapse(z_out.numpy(), COUNT_CLASSES[counts_out.numpy()])
+        metrics.update(extra or {})
         recon = None
         if decode is not None:
             recon = decode(z).float().cpu()
@@ -114,6 +119,11 @@ def analyse(
         plot_reconstructions(pixels, recon, counts, n=8).savefig(out / "reconstructions.png", dpi=110, bbox_inches="tight")
     (out / "metrics.json").write_text(json.dumps({**metrics, "num_obs": len(counts), "heldout_num_obs": len(counts_out)}, indent=2))
     return metrics
+
+
+#: The bisimulation classes of each count on the counting MDP with its reward as the auxiliary
+#: (Proposition 1: nine, one per count; computed, not assumed).
+COUNT_CLASSES = largest_bisimulation(*counting_mdp())
 
 
 def read_curve(path: str | Path) -> dict[str, list[float]]:

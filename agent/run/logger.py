@@ -25,6 +25,7 @@ class Logger:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.resume = resume_step is not None
         self._fields: dict[str, list[str]] = {}
+        self._rows_seen: dict[str, list[int]] = {}
         if resume_step is not None:
             for path in self.dir.glob("*.csv"):
                 truncate_after(path, resume_step)
@@ -47,13 +48,26 @@ class Logger:
                     csv.writer(f).writerow(self._fields[table])
         return path, self._fields[table]
 
+    def _widen(self, path: Path, table: str, new: list[str]) -> list[str]:
+        """Add columns ``new`` to an existing table (earlier rows get empty cells)."""
+        with path.open(newline="") as f:
+            header, *rows = list(csv.reader(f))
+        header = [*header, *new]
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows([header, *(r + [""] * len(new) for r in rows)])
+        self._fields[table] = header
+        return header
+
     def log(self, step: int, metrics: dict[str, float | torch.Tensor], table: str = "metrics") -> dict[str, float]:
         """Log one row of ``table`` at ``step``; returns the plain-float row."""
         row = {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
         path, fields = self._columns(table, row)
         extra = set(row) - set(fields)
-        if extra:
+        if extra and self.resume and len(self._rows_seen.get(table, ())) == 0:
+            fields = self._widen(path, table, sorted(extra))  # a run resumed by a newer version logs more columns
+        elif extra:
             raise KeyError(f"metrics {sorted(extra)} were not in the first logged row of {table}.csv: {fields}")
+        self._rows_seen.setdefault(table, []).append(step)
         with path.open("a", newline="") as f:
             csv.writer(f).writerow([step, *(row.get(k, "") for k in fields[1:])])
         if self.tb is not None:

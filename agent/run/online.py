@@ -11,46 +11,20 @@ from typing import Any
 import torch
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
-from tqdm import tqdm
 
-from agent.agents.factory import (
-    build_tdmpc_agent,
-    check_preset,
-    episode_length,
-    tdmpc_signature,
-    to_dict,
-)
-from agent.agents.update import (
-    NonFiniteLossError,
-    check_finite_weights,
-    training_stopped,
-)
+from agent.agents.factory import build_tdmpc_agent, episode_length, tdmpc_signature
+from agent.agents.update import NonFiniteLossError
 from agent.data.collection import RepeatedRandomPolicy, to_time_major
-from agent.run.checkpoint import (
-    Checkpointer,
-    CheckpointError,
-    check_signature,
-    load_buffer,
-    save_buffer,
-)
-from agent.run.common import (
-    aux_data_keys,
-    deadline,
-    obs_info,
-    resolve_device,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
-from agent.run.config import check_values
+from agent.run.checkpoint import Checkpoint, CheckpointError, load_buffer, save_buffer
+from agent.run.common import aux_data_keys, deadline, obs_info
 from agent.run.evaluate import batched, evaluate
-from agent.run.logger import Logger
+from agent.run.skeleton import RunSkeleton
 from envs import make_env
 
 log = logging.getLogger(__name__)
 
 
-class OnlineTrainer:
+class OnlineTrainer(RunSkeleton):
     """One env, seed steps of random actions, then planning with exploration and updates.
 
     Files in ``run_dir``: ``metrics.csv`` / ``tb/`` (``loss/*``, ``train/episode_return``,
@@ -59,12 +33,8 @@ class OnlineTrainer:
     """
 
     def __init__(self, cfg: Any, run_dir: str | Path) -> None:
-        self.cfg = c = to_dict(cfg)
-        check_values(c)
-        self.run_dir, a = Path(run_dir), c["agent"]
-        check_preset(c)
-        self.device = resolve_device(c["device"])
-        seed_everything(int(c["seed"]))
+        super().__init__(cfg, run_dir)
+        c, a = self.cfg, self.cfg["agent"]
         self.env = make_env(c, num_envs=1, seed=int(c["seed"]), device="cpu")
         self.obs_key, obs_shape, action_dim = obs_info(self.env)
         self.agent = build_tdmpc_agent(c, obs_shape, action_dim, self.device)
@@ -90,14 +60,12 @@ class OnlineTrainer:
         )
         if a["collect"] not in ("planner", "random"):
             raise ValueError(f"unknown agent.collect {a['collect']!r}; expected 'planner' or 'random'")
-        self.step, self.episode, self.pretrained = 0, 0, False
+        self.episode, self.pretrained = 0, False
         self.actions: list[torch.Tensor] = []  # every action taken, in order: a resume replays them
         self._td: TensorDict | None = None  # the env's current step (None: reset at the start of run)
         self._ep_return = 0.0
         self.keep_buffer = bool(c["checkpoint"].get("buffer", True))
-        self.checkpointer = Checkpointer(self.run_dir / "checkpoints", int(c["checkpoint"]["keep"]))
-        resumed = self._maybe_resume()
-        self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume_step=self.step if resumed else None)
+        self.open_logger(self.resume())
 
     def _act(self, td: TensorDict, random: bool) -> torch.Tensor:
         """An action for the env's (possibly batch-of-one) tensordict.
@@ -118,48 +86,28 @@ class OnlineTrainer:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def save(self) -> Path:
-        """``checkpoints/last.pt``: agent, both optimisers, step, episode, RNG state, config.
+        """The checkpoint (agent, optimisers, step, config, RNG states and :meth:`job_state`).
 
         With ``checkpoint.buffer`` (default) the replay buffer goes to ``checkpoints/buffer.pt`` first.
         """
-        state = self.agent.state_dict()
-        try:
-            check_finite_weights(state.items())
-        except NonFiniteLossError as err:
-            raise training_stopped(self.step, err, self.run_dir / "checkpoints" / "last.pt") from err
         if self.keep_buffer:
-            save_buffer(self.buffer, self.run_dir / "checkpoints" / "buffer.pt", self.step)
-        payload = {
-            "step": self.step, "episode": self.episode, "pretrained": self.pretrained, "agent": state,
-            "optim": {"wm": self.agent.optim.state_dict(), "pi": self.agent.pi_optim.state_dict()},
-            "rng": rng_state(), "signature": self.signature, "config": self.cfg,
+            save_buffer(self.buffer, self.ckpt_dir / "buffer.pt", self.step)
+        return super().save()
+
+    def job_state(self) -> dict:
+        return {
+            "episode": self.episode, "pretrained": self.pretrained,
             "actions": torch.stack(self.actions) if self.actions else torch.zeros(0),
             "planner": self.agent.planner.state_dict(), "eval_planner": self.agent.eval_planner.state_dict(),
             "random_policy": self.random_policy.rng_state(),
         }  # fmt: skip
-        return self.checkpointer.save(self.step, payload)
 
-    def _maybe_resume(self) -> bool:
-        """Continue from ``checkpoints/last.pt`` and the replay buffer saved with it.
-
-        The env starts a new episode, so the episode counter moves on: the interrupted episode's
-        transitions in the buffer stay a trajectory of their own.
-        """
-        if not self.cfg.get("resume", True):
-            self.checkpointer.refuse_fresh_start()
-            return False
-        data = self.checkpointer.latest()
-        if data is None:
-            return False
-        last = data.path
-        check_signature(data["signature"], self.signature, last)
-        self.agent.load_state_dict(data["agent"])
-        self.agent.optim.load_state_dict(data["optim"]["wm"])
-        self.agent.pi_optim.load_state_dict(data["optim"]["pi"])
-        self.step, self.episode = int(data["step"]), int(data["episode"])
+    def restore_job_state(self, data: Checkpoint) -> None:
+        """The replay buffer, the env where it stood, the planners and the random policy."""
+        self.episode = int(data["episode"])
         # the pretraining burst happens once; older checkpoints lack the flag: past the seed steps it has happened
         self.pretrained = bool(data["pretrained"]) if "pretrained" in data else self.step > self.seed_steps
-        restored = self.keep_buffer and load_buffer(self.buffer, last.parent / "buffer.pt", self.step)
+        restored = self.keep_buffer and load_buffer(self.buffer, self.ckpt_dir / "buffer.pt", self.step)
         if "actions" in data and len(data["actions"]) == self.step:
             self._replay(data["actions"], fill_buffer=not restored)
             self.agent.planner.load_state_dict(data["planner"])
@@ -169,9 +117,7 @@ class OnlineTrainer:
         else:  # an older checkpoint: a new episode starts, so the interrupted one stays a trajectory of its own
             self.episode += 1
             how = "restored" if restored else "refilled by acting"
-        set_rng_state(data["rng"])
-        log.info("resumed from %s at step %d (replay buffer: %d transitions, %s)", last, self.step, len(self.buffer), how)
-        return True
+        log.info("replay buffer: %d transitions, %s", len(self.buffer), how)
 
     def _replay(self, actions: torch.Tensor, fill_buffer: bool) -> None:
         """Step a fresh env through the run's ``actions [step, ...]`` to where the checkpoint left it.
@@ -200,7 +146,7 @@ class OnlineTrainer:
         c, a = self.cfg, self.cfg["agent"]
         total, random_collect = int(a["total_steps"]), a["collect"] == "random"
         td, last_eval = self._td if self._td is not None else self.env.reset(), {}
-        bar = tqdm(total=total, initial=self.step, disable=not c["log"]["progress"], dynamic_ncols=True, desc="online")
+        bar = self.progress(total, "online")
         t0, steps0 = time.perf_counter(), self.step
         stop_at = deadline(c.get("time_limit"), t0)
         try:
@@ -230,7 +176,7 @@ class OnlineTrainer:
                         try:
                             metrics = self.agent.update(self._batch())
                         except NonFiniteLossError as err:
-                            raise training_stopped(self.step, err, self.run_dir / "checkpoints" / "last.pt") from err
+                            raise self.stopped(err) from err
                     if self.step % int(c["log"]["every"]) == 0:
                         rate = (self.step - steps0) / (time.perf_counter() - t0)
                         row = self.logger.log(self.step, {**metrics, "perf/env_steps_per_s": rate})

@@ -8,15 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from agent.agents.factory import build_agent, check_preset, signature, to_dict
+from agent.agents.factory import build_agent, signature
 from agent.agents.pjepa import PJEPAAgent
-from agent.agents.update import (
-    NonFiniteLossError,
-    check_finite_weights,
-    training_stopped,
-)
+from agent.agents.update import NonFiniteLossError
+from agent.analysis.bisim import premise_residuals
 from agent.analysis.monitor import (
     analyse,
     analysis_sets,
@@ -31,24 +27,15 @@ from agent.data.collection import (
     make_collector,
     to_time_major,
 )
-from agent.run.checkpoint import Checkpointer, check_signature
-from agent.run.common import (
-    aux_data_keys,
-    deadline,
-    obs_info,
-    resolve_device,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
-from agent.run.config import check_values
-from agent.run.logger import Logger
+from agent.run.checkpoint import Checkpoint
+from agent.run.common import aux_data_keys, deadline, obs_info
+from agent.run.skeleton import RunSkeleton
 from envs import make_env
 
 log = logging.getLogger(__name__)
 
 
-class Trainer:
+class Trainer(RunSkeleton):
     """Runs one training job in ``run_dir`` from a resolved run config.
 
     Files: ``metrics.csv``, ``tb/``, ``checkpoints/{last,step_<n>}.pt``, ``analysis/step_<n>/`` and
@@ -56,44 +43,31 @@ class Trainer:
     """
 
     def __init__(self, cfg: Any, run_dir: str | Path) -> None:
-        self.cfg = to_dict(cfg)
-        check_values(self.cfg)
-        self.run_dir = Path(run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        c = self.cfg
-        check_preset(c)
+        super().__init__(cfg, run_dir)
+        c, d = self.cfg, self.cfg["data"]
         if c["task"]["suite"] == "counting" and c["task"].get("obs_type", "pixels") != "pixels":
             raise ValueError(
                 "the representation job analyses a pixel encoder on the counting frames; task.obs_type=state "
                 "(the count as observation) is for agent=tdmpc2, as a perception-free upper bound on planning"
             )
-        self.device = resolve_device(c["device"])
-        seed_everything(int(c["seed"]))
-        d = c["data"]
+        if c["task"]["suite"] == "counting":
+            check_analysis(c["analysis"])
         self.env = make_env(c, num_envs=int(d["num_envs"]), seed=int(c["seed"]), device="cpu")
         self.obs_key, self.obs_shape, self.action_dim = obs_info(self.env)
         self.agent: PJEPAAgent = build_agent(c, self.obs_shape, self.action_dim, self.device)
         self.signature = signature(c, self.obs_shape, self.action_dim)
         self.horizon = int(c["horizon"])
-        if c["task"]["suite"] == "counting":
-            check_analysis(c["analysis"])
-        self.checkpointer = Checkpointer(self.ckpt_dir, int(c["checkpoint"]["keep"]))
         self.data_keys = self._data_keys()
-        self.step = 0
-        self._resume_state: tuple[int, dict] | None = None  # (frames, RNG states) of the checkpoint
-        resumed = self._maybe_resume()
         spec = self.env.action_spec
         policy = RepeatedRandomPolicy(
             spec.space.low, spec.space.high, int(d["action_hold"]), seed=int(c["seed"]), carry=bool(d["hold_across_resets"])
         )
         self.collector = make_collector(self.env, policy, int(d["frames_per_collect"]))
         self.buffer = make_buffer(int(d["buffer_size"]), self.horizon, int(c["batch_size"]))
-        self.logger = Logger(self.run_dir, tensorboard=bool(c["log"]["tensorboard"]), resume_step=self.step if resumed else None)
         self.frames = 0
         self._sets = None  # (monitoring, held-out) sets, rendered at the first analysis
         self._collect_iter = None
-        if self._resume_state is not None:
-            self._replay_data(*self._resume_state)
+        self.open_logger(self.resume())
 
     def _data_keys(self) -> tuple[str, ...]:
         """Per-observation keys the batch needs beyond ``obs``; checked against the env's specs."""
@@ -103,44 +77,11 @@ class Trainer:
         return tuple(keys)
 
     # ------------------------------------------------------------------ checkpoints
-    def _payload(self) -> dict:
-        state = self.agent.state_dict()
-        try:
-            check_finite_weights(state.items())
-        except NonFiniteLossError as err:
-            raise training_stopped(self.step, err, self.ckpt_dir / "last.pt") from err
-        return {
-            "step": self.step,
-            "agent": state,
-            "optim": self.agent.optim_state(),
-            "signature": self.signature,
-            "config": self.cfg,
-            "rng": rng_state(),
-            "frames": self.frames,
-        }
+    def job_state(self) -> dict:
+        return {"frames": self.frames}
 
-    def save(self) -> Path:
-        """Write ``step_<n>.pt`` and ``last.pt`` (keeping the newest ``checkpoint.keep`` step files)."""
-        return self.checkpointer.save(self.step, self._payload())
-
-    def _maybe_resume(self) -> bool:
-        if not self.cfg.get("resume", True):
-            self.checkpointer.refuse_fresh_start()
-            return False
-        data = self.checkpointer.latest()
-        if data is None:
-            return False
-        last = data.path
-        check_signature(data["signature"], self.signature, last)
-        self.agent.load_state_dict(data["agent"])
-        self.agent.load_optim_state(data["optim"])
-        self.step = int(data["step"])
-        self._resume_state = (int(data["frames"]) if "frames" in data else 0, data["rng"])
-        log.info("resumed from %s at step %d", last, self.step)
-        return True
-
-    def _replay_data(self, frames: int, rng: dict) -> None:
-        """Bring the data side to where the checkpoint left it, then restore the RNG states.
+    def restore_job_state(self, data: Checkpoint) -> None:
+        """Bring the data side to where the checkpoint left it (the RNG states are restored next).
 
         The collection is a deterministic function of the seed (the env and the random policy have
         their own generators), so collecting the checkpoint's ``frames`` again from the start gives
@@ -148,11 +89,11 @@ class Trainer:
         storing the buffer; the run then goes on exactly as it would have. Older checkpoints
         without ``frames`` start from a fresh buffer.
         """
+        frames = int(data["frames"]) if "frames" in data else 0
         if frames:
             t0 = time.perf_counter()
             self.collect(frames)
             log.info("replayed the collection of %d transitions in %.1f s (exact resume)", frames, time.perf_counter() - t0)
-        set_rng_state(rng)
 
     # ------------------------------------------------------------------ data
     def collect(self, frames: int) -> None:
@@ -179,9 +120,27 @@ class Trainer:
         decode = None
         if probe is not None:
             decode = lambda z: probe(z.to(self.device))  # noqa: E731
-        metrics = analyse(self.agent.encode, *self._sets, out_dir, decode, f"{self.label()} / step {self.step}")
+        title = f"{self.label()} / step {self.step}"
+        metrics = analyse(self.agent.encode, *self._sets, out_dir, decode, title, extra=self.premises())
         self.logger.log(self.step, {f"repr/{k}": float("nan") if v is None else v for k, v in metrics.items()}, table="repr")
         return metrics
+
+    def premises(self) -> dict[str, float | None]:
+        """The theorem's premises on a batch of real transitions from the replay buffer.
+
+        Sampled with a forked RNG seeded by the step, so analysing never moves the training's
+        random stream.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.cfg["seed"]) + self.step)
+            batch = self.sample()
+        aux = self.agent.aux
+        target = aux.target({k: batch[k][0] for k in aux.data_keys}) if aux.active else None
+        was = self.agent.training
+        self.agent.eval()
+        out = premise_residuals(self.agent.wm, aux, batch["obs"][0], batch["action"][0], batch["obs"][1], target)
+        self.agent.train(was)
+        return out
 
     def label(self) -> str:
         """``<aux>-<routing>`` of this run, for figure legends."""
@@ -196,7 +155,7 @@ class Trainer:
         probe_every, probe_loss = int(c["probe"]["every"]), None
         if self.frames == 0:
             self.collect(int(d["seed_frames"]))
-        bar = tqdm(total=total, initial=self.step, disable=not c["log"]["progress"], dynamic_ncols=True, desc="train")
+        bar = self.progress(total, "train")
         t0, steps0 = time.perf_counter(), self.step
         stop_at = deadline(c.get("time_limit"), t0)
         try:
@@ -208,7 +167,7 @@ class Trainer:
                 try:
                     metrics = self.agent.update(self.sample(), train_probe=self.step % probe_every == 0)
                 except NonFiniteLossError as err:
-                    raise training_stopped(self.step, err, self.ckpt_dir / "last.pt") from err
+                    raise self.stopped(err) from err
                 if "loss/probe" in metrics:
                     probe_loss = metrics["loss/probe"]
                 elif probe_loss is not None:  # the probe trains every probe.every updates: log its latest loss

@@ -1,0 +1,105 @@
+"""The run skeleton both jobs share: checks, seed, device, checkpointer, resume, save, logger, progress.
+
+A job (:class:`agent.run.representation.Trainer`, :class:`agent.run.online.OnlineTrainer`) is a
+subclass that builds its env, agent and data between :meth:`RunSkeleton.__init__` and
+:meth:`RunSkeleton.resume`, adds its own state to checkpoints through :meth:`job_state` /
+:meth:`restore_job_state`, and writes its loop as the body of ``run``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from agent.agents.factory import check_preset, to_dict
+from agent.agents.update import (
+    NonFiniteLossError,
+    check_finite_weights,
+    training_stopped,
+)
+from agent.run.checkpoint import Checkpoint, Checkpointer, check_signature
+from agent.run.common import resolve_device, rng_state, seed_everything, set_rng_state
+from agent.run.config import check_values
+from agent.run.logger import Logger
+
+log = logging.getLogger(__name__)
+
+
+class RunSkeleton:
+    """Checks the config, seeds, picks the device and owns the run directory's checkpoints.
+
+    Subclasses set ``self.agent`` (with ``state_dict``, ``optim_state`` and ``load_optim_state``)
+    and ``self.signature`` before calling :meth:`resume`.
+    """
+
+    agent: Any
+    signature: dict
+
+    def __init__(self, cfg: Any, run_dir: str | Path) -> None:
+        self.cfg = to_dict(cfg)
+        check_values(self.cfg)
+        check_preset(self.cfg)
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.device = resolve_device(self.cfg["device"])
+        seed_everything(int(self.cfg["seed"]))
+        self.checkpointer = Checkpointer(self.ckpt_dir, int(self.cfg["checkpoint"]["keep"]))
+        self.step = 0
+        self.logger: Logger | None = None
+
+    # ------------------------------------------------------------------ job hooks
+    def job_state(self) -> dict:
+        """The job's own checkpoint entries (counters, data state), plain types and tensors."""
+        return {}
+
+    def restore_job_state(self, data: Checkpoint) -> None:
+        """Bring the job's own state back from a checkpoint (after the agent's weights are loaded)."""
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> Path:
+        """Write ``step_<n>.pt`` / ``last.pt``; weights holding NaN/inf stop the run instead."""
+        state = self.agent.state_dict()
+        try:
+            check_finite_weights(state.items())
+        except NonFiniteLossError as err:
+            raise self.stopped(err) from err
+        payload = {
+            "step": self.step, "agent": state, "optim": self.agent.optim_state(), "signature": self.signature,
+            "config": self.cfg, "rng": rng_state(), **self.job_state(),
+        }  # fmt: skip
+        return self.checkpointer.save(self.step, payload)
+
+    def resume(self) -> bool:
+        """Continue from the newest complete checkpoint, if any (``resume=false`` never overwrites one)."""
+        if not self.cfg.get("resume", True):
+            self.checkpointer.refuse_fresh_start()
+            return False
+        data = self.checkpointer.latest()
+        if data is None:
+            return False
+        check_signature(data["signature"], self.signature, data.path)
+        self.agent.load_state_dict(data["agent"])
+        self.agent.load_optim_state(data["optim"])
+        self.step = int(data["step"])
+        self.restore_job_state(data)
+        set_rng_state(data["rng"])
+        log.info("resumed from %s at step %d", data.path, self.step)
+        return True
+
+    def stopped(self, err: Exception) -> NonFiniteLossError:
+        """The error a diverged run stops with (naming the step and the last good checkpoint)."""
+        return training_stopped(self.step, err, self.ckpt_dir / "last.pt")
+
+    # ------------------------------------------------------------------ logging
+    def open_logger(self, resumed: bool) -> Logger:
+        """The run's CSV / TensorBoard logger (rows past the checkpoint dropped on resume)."""
+        log_cfg = self.cfg["log"]
+        self.logger = Logger(self.run_dir, tensorboard=bool(log_cfg["tensorboard"]), resume_step=self.step if resumed else None)
+        return self.logger
+
+    def progress(self, total: int, desc: str) -> tqdm:
+        """A progress bar from the current step (off with ``log.progress=false``)."""
+        return tqdm(total=total, initial=self.step, disable=not self.cfg["log"]["progress"], dynamic_ncols=True, desc=desc)
