@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> dict:
     if name not in TRAINERS:
         raise ValueError(f"unknown agent {name!r}; expected one of {sorted(TRAINERS)}")
     choices = hydra_cfg.runtime.choices
-    base = compose(config_name="config", overrides=[f"{g}={choices[g]}" for g in ("task", "aux", "model", "agent")])
+    base = compose(config_name=hydra_cfg.job.config_name, overrides=[f"{g}={choices[g]}" for g in ("task", "aux", "model", "agent")])
     plain = to_dict(cfg)
     try:  # before any work: a key this job would ignore, or a value out of range, is an error
         check_keys(plain, to_dict(base), f"agent={name}")

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from agent.analysis.bisim import class_agreement, counting_mdp, largest_bisimulation, premise_residuals, unhealthy_collapse
+from agent.analysis.bisim import (
+    class_agreement,
+    counting_mdp,
+    largest_bisimulation,
+    premise_residuals,
+    unhealthy_collapse,
+)
 
 CYCLE = np.array([[1], [2], [3], [0]])  # four states on a cycle, one action
 
@@ -71,3 +77,13 @@ def test_premise_residuals_on_a_model():
     obs, action, nxt = torch.randn(32, 5), torch.randn(32, 2), torch.randn(32, 5)
     out = premise_residuals(wm, aux, obs, action, nxt, torch.rand(32, 1))
     assert out["consistency_residual"] > 0 and out["aux_residual"] > 0
+
+
+def test_analysis_with_no_seed_data_and_more_objects(tiny_cfg, tmp_path):
+    from agent.run.representation import Trainer
+
+    final = Trainer(tiny_cfg("data.seed_frames=0", "task.max_objects=10", "steps=4", "analysis.every=2"), tmp_path).run()
+    assert 0 <= final["unhealthy_collapse"] <= 1 and final["consistency_residual"] > 0
+    from agent.analysis.monitor import count_classes
+
+    assert len(set(count_classes({"max_objects": 10, "target": 4, "reward_type": "dense"}))) == 11

@@ -97,14 +97,11 @@ def test_online_run_resumes_from_its_checkpoint(tmp_path):
     first.run()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 60
     trainer = OnlineTrainer(online_cfg(*task, "agent.total_steps=120"), tmp_path)
-    # one finished episode, one cut at step 60 (id 1): the resumed run goes on inside episode 1
+    # one finished episode, one cut at step 60 (id 1): the resumed run goes on inside episode 1, its
+    # replay buffer rebuilt by replaying the run's actions (no buffer file is stored)
     assert trainer.step == 60 and trainer.episode == 1
     assert len(trainer.buffer) == 60 and (trainer.buffer.storage[:60] == first.buffer.storage[:60]).all()
     assert torch.equal(trainer._td["observation"], first._td["observation"])  # the env stands where it stood
-    without = OnlineTrainer(online_cfg(*task, "agent.total_steps=120", "checkpoint.buffer=false"), tmp_path)
-    # without a saved buffer, replaying the run's actions rebuilds the same one
-    assert without.step == 60 and (without.buffer.storage[:60] == first.buffer.storage[:60]).all()
-    without.logger.close()
     trainer.run()
     episodes = trainer.buffer.storage[:120]["episode"]
     assert episodes[59] == 1 and episodes[60] == 1  # the interrupted episode goes on
@@ -112,11 +109,11 @@ def test_online_run_resumes_from_its_checkpoint(tmp_path):
     assert (tmp_path / "eval.csv").read_text().count("\n") == 3  # header, 60, 120: rows kept across the resume
 
 
-def test_online_run_without_buffer_checkpoint_writes_none(tmp_path):
+def test_online_checkpoints_store_no_buffer_file(tmp_path):
     from agent.run.online import OnlineTrainer
 
     task = ("task=gym/Pendulum-v1", "aux=none", "task.episode_length=40", "agent.total_steps=50", "agent.eval_every=50")
-    OnlineTrainer(online_cfg(*task, "checkpoint.buffer=false"), tmp_path).run()
+    OnlineTrainer(online_cfg(*task), tmp_path).run()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt", "step_0000050.pt"]
 
 

@@ -82,8 +82,9 @@ def unhealthy_collapse(z: np.ndarray, classes: np.ndarray, threshold: float = 0.
     MDP tells apart. (The mean, not the median: when most points collapse into a few blobs, most
     pairs sit inside a blob and the median pair distance collapses with them.)
     """
-    z, classes = np.asarray(z, dtype=np.float64), np.asarray(classes)
-    d = np.sqrt(((z[:, None, :] - z[None, :, :]) ** 2).sum(-1))
+    classes = np.asarray(classes)
+    zt = torch.as_tensor(np.asarray(z), dtype=torch.float64)
+    d = torch.cdist(zt, zt).numpy()
     upper = np.triu(np.ones_like(d, dtype=bool), k=1)
     different = upper & (classes[:, None] != classes[None, :])
     if not different.any():

@@ -86,6 +86,7 @@ def analyse(
     decode: Callable[[Tensor], Tensor] | None = None,
     title: str = "",
     extra: dict[str, float | None] | None = None,
+    task: dict | None = None,
 ) -> dict[str, float | None]:
     """Metrics and figures of ``encode`` written to ``out_dir``.
 
@@ -95,6 +96,8 @@ def analyse(
             classifiers fitted there and scored on ``heldout`` (:func:`representation_metrics`).
         decode: CPU latents -> reconstructions in [-1, 1] (the decoder probe), optional.
         extra: more metrics to report with these (e.g. the theorem's premise residuals).
+        task: the counting task's settings (``max_objects``, ``target``, ``reward_type``), for the
+            bisimulation classes of ``unhealthy_collapse``; None: the defaults.
     Returns:
         the metrics written to ``out_dir/metrics.json`` (plus ``decoder_mse`` when ``decode``;
         NaN written as null).
@@ -106,7 +109,7 @@ def analyse(
         z = encode(pixels).float().cpu()
         z_out = encode(pixels_out).float().cpu()
         metrics: dict[str, float | None] = dict(representation_metrics(z, counts, z_out, counts_out))
-        metrics["unhealthy_collapse"] = unhealthy_collapse(z_out.numpy(), COUNT_CLASSES[counts_out.numpy()])
+        metrics["unhealthy_collapse"] = unhealthy_collapse(z_out.numpy(), count_classes(task)[counts_out.numpy()])
         metrics.update(extra or {})
         recon = None
         if decode is not None:
@@ -121,9 +124,14 @@ def analyse(
     return metrics
 
 
-#: The bisimulation classes of each count on the counting MDP with its reward as the auxiliary
-#: (Proposition 1: nine, one per count; computed, not assumed).
-COUNT_CLASSES = largest_bisimulation(*counting_mdp())
+def count_classes(task: dict | None = None):
+    """The bisimulation class of each count on the counting MDP with its reward as the auxiliary.
+
+    (Proposition 1: one class per count; computed from the task's settings, not assumed.)
+    """
+    t = task or {}
+    mdp = counting_mdp(int(t.get("max_objects", 8)), int(t.get("target", 4)), str(t.get("reward_type", "sparse")))
+    return largest_bisimulation(*mdp)
 
 
 def read_curve(path: str | Path) -> dict[str, list[float]]:

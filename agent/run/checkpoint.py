@@ -32,7 +32,8 @@ LEGACY_FORMAT = "jepa-mpc/1"  # pickled numpy RNG state, no content hash: read w
 log = logging.getLogger(__name__)
 
 #: What an older checkpoint's numpy RNG state unpickles to: plain arrays, no code.
-_LEGACY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+_NP_CORE = getattr(np, "_core", None) or np.core  # numpy 2 / 1
+_LEGACY_GLOBALS = [_NP_CORE.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 class CheckpointError(RuntimeError):

@@ -15,7 +15,7 @@ from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
 from agent.agents.factory import build_tdmpc_agent, episode_length, tdmpc_signature
 from agent.agents.update import NonFiniteLossError
 from agent.data.collection import RepeatedRandomPolicy, to_time_major
-from agent.run.checkpoint import Checkpoint, CheckpointError, load_buffer, save_buffer
+from agent.run.checkpoint import Checkpoint, CheckpointError, load_buffer
 from agent.run.common import aux_data_keys, deadline, obs_info
 from agent.run.evaluate import batched, evaluate
 from agent.run.skeleton import RunSkeleton
@@ -28,8 +28,8 @@ class OnlineTrainer(RunSkeleton):
     """One env, seed steps of random actions, then planning with exploration and updates.
 
     Files in ``run_dir``: ``metrics.csv`` / ``tb/`` (``loss/*``, ``train/episode_return``,
-    ``eval/return``, ``eval/success``), ``checkpoints/last.pt`` (and ``checkpoints/buffer.pt``, the
-    replay buffer, with ``checkpoint.buffer``), ``eval/step_<n>.json``.
+    ``eval/return``, ``eval/success``), ``checkpoints/{last,step_<n>}.pt`` (the replay buffer is not stored:
+    a resume rebuilds it by replaying the run's actions), ``eval/step_<n>.json``.
     """
 
     def __init__(self, cfg: Any, run_dir: str | Path) -> None:
@@ -64,7 +64,6 @@ class OnlineTrainer(RunSkeleton):
         self.actions: list[torch.Tensor] = []  # every action taken, in order: a resume replays them
         self._td: TensorDict | None = None  # the env's current step (None: reset at the start of run)
         self._ep_return = 0.0
-        self.keep_buffer = bool(c["checkpoint"].get("buffer", True))
         self.open_logger(self.resume())
 
     def _act(self, td: TensorDict, random: bool) -> torch.Tensor:
@@ -85,15 +84,6 @@ class OnlineTrainer(RunSkeleton):
         batch["terminated"] = batch["terminated"].float()
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    def save(self) -> Path:
-        """The checkpoint (agent, optimisers, step, config, RNG states and :meth:`job_state`).
-
-        With ``checkpoint.buffer`` (default) the replay buffer goes to ``checkpoints/buffer.pt`` first.
-        """
-        if self.keep_buffer:
-            save_buffer(self.buffer, self.ckpt_dir / "buffer.pt", self.step)
-        return super().save()
-
     def job_state(self) -> dict:
         return {
             "episode": self.episode, "pretrained": self.pretrained,
@@ -107,14 +97,16 @@ class OnlineTrainer(RunSkeleton):
         self.episode = int(data["episode"])
         # the pretraining burst happens once; older checkpoints lack the flag: past the seed steps it has happened
         self.pretrained = bool(data["pretrained"]) if "pretrained" in data else self.step > self.seed_steps
-        restored = self.keep_buffer and load_buffer(self.buffer, self.ckpt_dir / "buffer.pt", self.step)
         if "actions" in data and len(data["actions"]) == self.step:
-            self._replay(data["actions"], fill_buffer=not restored)
+            # the replay rebuilds the buffer in the unbroken run's storage order (buffer.pt stores it
+            # oldest first, which differs once the ring buffer has wrapped, and so would the batches)
+            self._replay(data["actions"], fill_buffer=True)
             self.agent.planner.load_state_dict(data["planner"])
             self.agent.eval_planner.load_state_dict(data["eval_planner"])
             self.random_policy.set_rng_state(data["random_policy"])
-            how = "restored" if restored else "rebuilt by replay"
+            how = "rebuilt by replay"
         else:  # an older checkpoint: a new episode starts, so the interrupted one stays a trajectory of its own
+            restored = (self.ckpt_dir / "buffer.pt").exists() and load_buffer(self.buffer, self.ckpt_dir / "buffer.pt", self.step)
             self.episode += 1
             how = "restored" if restored else "refilled by acting"
         log.info("replay buffer: %d transitions, %s", len(self.buffer), how)

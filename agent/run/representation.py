@@ -121,7 +121,7 @@ class Trainer(RunSkeleton):
         if probe is not None:
             decode = lambda z: probe(z.to(self.device))  # noqa: E731
         title = f"{self.label()} / step {self.step}"
-        metrics = analyse(self.agent.encode, *self._sets, out_dir, decode, title, extra=self.premises())
+        metrics = analyse(self.agent.encode, *self._sets, out_dir, decode, title, extra=self.premises(), task=self.cfg["task"])
         self.logger.log(self.step, {f"repr/{k}": float("nan") if v is None else v for k, v in metrics.items()}, table="repr")
         return metrics
 
@@ -131,6 +131,8 @@ class Trainer(RunSkeleton):
         Sampled with a forked RNG seeded by the step, so analysing never moves the training's
         random stream.
         """
+        if len(self.buffer) == 0:  # data.seed_frames=0: nothing collected yet
+            return {"consistency_residual": None, "aux_residual": None}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.cfg["seed"]) + self.step)
             batch = self.sample()
