@@ -25,7 +25,7 @@ DEFAULTS = {"num_obs": 256, "seed": 42, "heldout_num_obs": 512, "heldout_seed": 
 
 def _analyse_model(model: TrainedModel, sets, out: Path) -> dict:
     decode = model.decode if model.agent.probe is not None else None
-    return analyse(model.encode, *sets, out, decode, title=f"step {model.step}", task=model.cfg["task"])
+    return analyse(model.encode, *sets, out, decode, title=f"step {model.step}", task=model.config["task"])
 
 
 def main(argv: list[str] | None = None) -> dict:
