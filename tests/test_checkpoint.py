@@ -152,3 +152,11 @@ def test_checkpointer_rotates_and_links(tmp_path):
     assert c.latest()["step"] == 3
     with pytest.raises(ValueError, match="checkpoint.keep must be >= 1"):
         Checkpointer(tmp_path, keep=0)
+
+
+def test_a_kill_before_last_pt_is_relinked_resumes_from_the_newer_step(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg("steps=12", "analysis.every=0", "checkpoint.keep=3"), tmp_path).run()
+    d = tmp_path / "checkpoints"
+    (d / "last.pt").unlink()
+    (d / "last.pt").write_bytes((d / "step_0000006.pt").read_bytes())  # last.pt still at step 6
+    assert Trainer(tiny_cfg("steps=12", "analysis.every=0"), tmp_path).step == 12

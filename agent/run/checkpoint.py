@@ -204,7 +204,10 @@ class Checkpointer:
         if not self.dir.is_dir():
             return None
         self.clean_tmp()
-        candidates = ([self.last] if self.last.exists() else []) + self.step_files()[::-1]
+        # newest step file first (a kill between writing it and relinking last.pt leaves last.pt one
+        # interval behind), then last.pt (older runs, or a copy where links fail), then older steps
+        steps = self.step_files()[::-1]
+        candidates = steps[:1] + ([self.last] if self.last.exists() else []) + steps[1:]
         errors = []
         for path in candidates:
             try:
