@@ -150,7 +150,7 @@ def tdmpc_signature(cfg: Any, obs_shape: tuple[int, ...], action_dim: int) -> di
 def load_online_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[TDMPCAgent, dict]:
     """A trained TD-MPC2 agent and its config from a run directory or checkpoint file."""
     ckpt = resolve_checkpoint(path)
-    data = load_checkpoint(ckpt, map_location=device)
+    data = load_checkpoint(ckpt)
     sig, cfg = data["signature"], data["config"]
     if cfg.get("agent", {}).get("name") != "tdmpc2":
         raise CheckpointError(f"{ckpt} is not a TD-MPC2 (agent=tdmpc2) checkpoint")
@@ -165,7 +165,7 @@ def load_online_agent(path: str | Path, device: str | torch.device = "cpu") -> t
 def load_pjepa_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[PJEPAAgent, dict, int, Path]:
     """A trained P-JEPA agent, its config, step and checkpoint file from a run directory or checkpoint."""
     ckpt = resolve_checkpoint(path)
-    data = load_checkpoint(ckpt, map_location=device)
+    data = load_checkpoint(ckpt)
     cfg, sig = data["config"], data["signature"]
     if cfg.get("agent", {}).get("name", "pjepa") != "pjepa":
         raise CheckpointError(f"{ckpt} is a {cfg['agent']['name']!r} checkpoint; load it with agent.agents.factory.load_online_agent")

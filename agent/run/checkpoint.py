@@ -104,16 +104,15 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and verify a checkpoint written by :func:`save_checkpoint`; returns its payload.
 
-    Loads with ``weights_only=True`` onto the CPU (``map_location`` is kept for callers; modules
-    move what they load onto their own device).
+    Loads with ``weights_only=True`` onto the CPU (a module moves what it loads onto its own
+    device, and the content hash is checked on the CPU).
 
     Raises:
         CheckpointError: missing, unreadable, truncated or altered file, or not a jepa-mpc checkpoint.
     """
-    del map_location
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")

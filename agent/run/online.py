@@ -100,7 +100,7 @@ class OnlineTrainer(RunSkeleton):
         if "actions" in data and len(data["actions"]) == self.step:
             # the replay rebuilds the buffer in the unbroken run's storage order (buffer.pt stores it
             # oldest first, which differs once the ring buffer has wrapped, and so would the batches)
-            self._replay(data["actions"], fill_buffer=True)
+            self._replay(data["actions"])
             self.agent.planner.load_state_dict(data["planner"])
             self.agent.eval_planner.load_state_dict(data["eval_planner"])
             self.random_policy.set_rng_state(data["random_policy"])
@@ -111,11 +111,11 @@ class OnlineTrainer(RunSkeleton):
             how = "restored" if restored else "refilled by acting"
         log.info("replay buffer: %d transitions, %s", len(self.buffer), how)
 
-    def _replay(self, actions: torch.Tensor, fill_buffer: bool) -> None:
+    def _replay(self, actions: torch.Tensor) -> None:
         """Step a fresh env through the run's ``actions [step, ...]`` to where the checkpoint left it.
 
         The env is deterministic given its seed and the actions, so this gives the unbroken run's
-        env state, episode counter and (when ``fill_buffer``) replay buffer exactly.
+        env state, episode counter and replay buffer exactly.
         """
         t0, saved_episode = time.perf_counter(), self.episode
         td, self.episode, self._ep_return = self.env.reset(), 0, 0.0
@@ -123,8 +123,7 @@ class OnlineTrainer(RunSkeleton):
             td.set("action", action.clone())
             td.set("episode", torch.full(self.env.batch_size, self.episode))
             stepped, td = self.env.step_and_maybe_reset(td)
-            if fill_buffer:
-                self.buffer.extend(stepped.reshape(-1))
+            self.buffer.extend(stepped.reshape(-1))
             self._ep_return += float(stepped["next", "reward"].sum())
             if bool(stepped["next", "done"].any()):
                 self.episode, self._ep_return = self.episode + 1, 0.0
