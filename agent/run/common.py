@@ -45,13 +45,9 @@ def aux_data_keys(aux, env, task_name: str) -> tuple[str, ...]:
 def deadline(minutes: float | None, start: float) -> float | None:
     """``time_limit`` (minutes of training wall time, or None) -> a ``time.perf_counter()`` deadline.
 
-    Raises a clear error for a limit that is not a positive number, before any work.
+    The value was range-checked at start (:func:`agent.run.config.check_values`).
     """
-    if minutes is None:
-        return None
-    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
-        raise ValueError(f"time_limit must be null or a positive number of minutes, got {minutes!r}")
-    return start + 60.0 * float(minutes)
+    return None if minutes is None else start + 60.0 * float(minutes)
 
 
 def rng_state() -> dict:
