@@ -2,7 +2,8 @@
 job) or ``python train.py agent=tdmpc2 task=gym/Pendulum-v1 aux=none`` (online TD-MPC2 with MPPI).
 
 Everything lands in the Hydra run directory (printed at start): metrics.csv, tb/, checkpoints/,
-analysis/. Rerun with ``hydra.run.dir=<that directory>`` to resume a killed run.
+analysis/, and ``status.json`` (running / complete / failed with the reason; read by ``agent.report``).
+Rerun with ``hydra.run.dir=<that directory>`` to resume a killed run.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from typing import NoReturn
 
 import hydra
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from agent.agents.factory import to_dict
@@ -21,10 +24,21 @@ from agent.agents.update import NonFiniteLossError
 from agent.run.config import check_keys, check_values
 from agent.run.online import OnlineTrainer
 from agent.run.representation import Trainer
+from agent.run.status import write_status
 
 TRAINERS = {"pjepa": Trainer, "tdmpc2": OnlineTrainer}
 
 log = logging.getLogger("train")
+
+
+def stop(err: Exception, mode: RunMode | None) -> NoReturn:
+    """End a job that cannot go on: a clean exit 2 for a single run; in a sweep (``-m``) the error is
+    raised, so the launcher records this job as failed and runs the others (a SystemExit would end
+    the basic launcher's loop and a Ray worker)."""
+    log.error("%s", err)
+    if mode == RunMode.MULTIRUN:
+        raise err
+    sys.exit(2)
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
@@ -41,14 +55,21 @@ def main(cfg: DictConfig) -> dict:
         check_keys(plain, to_dict(base), f"agent={name}")
         check_values(plain)
     except ValueError as err:
-        log.error("%s", err)
-        sys.exit(2)
+        write_status(run_dir, "failed", reason=f"config: {err}")
+        stop(err, hydra_cfg.mode)
     log.info("run directory: %s", run_dir)
+    write_status(run_dir, "running", agent=name)
+    trainer = None
     try:
-        metrics = TRAINERS[name](cfg, run_dir).run()
+        trainer = TRAINERS[name](cfg, run_dir)
+        metrics = trainer.run()
     except NonFiniteLossError as err:
-        log.error("%s", err)
-        sys.exit(2)
+        write_status(run_dir, "failed", reason=str(err), step=getattr(trainer, "step", None))
+        stop(err, hydra_cfg.mode)
+    except (Exception, KeyboardInterrupt) as err:  # recorded for the sweep report, then raised as it was
+        write_status(run_dir, "failed", reason=f"{type(err).__name__}: {err}", step=getattr(trainer, "step", None))
+        raise
+    write_status(run_dir, "complete", agent=name, step=trainer.step)
     log.info("final metrics: %s", json.dumps(metrics))
     return metrics
 

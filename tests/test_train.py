@@ -70,7 +70,7 @@ def test_hydra_multirun_sweeps_aux_targets(tmp_path):
     proc = run_cli("-m", *TINY, *TINY_PJEPA, "steps=3", "analysis.every=0", "aux=reward,none", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
-    assert jobs == ["0_counting4_reward-joint", "1_counting4_none-joint"]
+    assert jobs == ["0_counting4_reward-joint_s1", "1_counting4_none-joint_s1"]
     for job in jobs:
         assert (tmp_path / job / "analysis" / "metrics.json").is_file()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,7 @@ def check_finite_weights(named: Iterable[tuple[str, Tensor]]) -> None:
             raise NonFiniteLossError(f"weight {name} holds NaN/inf (the learning rate is too high for this model?)")
 
 
-def training_stopped(step: int, err: Exception, last: object) -> NonFiniteLossError:
+def training_stopped(step: int, err: Exception, last: Path) -> NonFiniteLossError:
     """The error a run stops with: the step, the cause, and where its last good checkpoint is kept."""
-    return NonFiniteLossError(f"training stopped at step {step}: {err}. The last good checkpoint is kept at {last}")
+    kept = f"The last good checkpoint is kept at {last}" if last.exists() else f"No checkpoint was written before it ({last})"
+    return NonFiniteLossError(f"training stopped at step {step}: {err}. {kept}")
