@@ -44,7 +44,12 @@ class RunRecord:
 
     @property
     def variant_overrides(self) -> tuple[str, ...]:
-        return tuple(o for o in self.overrides if not o.lstrip("+~").startswith(NOT_VARIANT))
+        return variant_of(self.overrides)
+
+
+def variant_of(overrides: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The overrides that make a run's variant: all but the seed and the logging / location keys."""
+    return tuple(o for o in overrides if not o.lstrip("+~").startswith(NOT_VARIANT))
 
 
 def find_runs(paths: list[Path]) -> tuple[list[Path], list[RunRecord]]:

@@ -41,6 +41,16 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
     return rule
 
 
+def choice(*options: Any) -> Rule:
+    """One of ``options`` (compared with ``==``; bools are not numbers here)."""
+
+    def rule(v: Any) -> str | None:
+        ok = any(v == o and type(v) is type(o) for o in options)
+        return None if ok else "one of " + ", ".join(repr(o) for o in options)
+
+    return rule
+
+
 POSITIVE = number(0, lo_open=True)
 NON_NEGATIVE = number(0)
 
@@ -68,6 +78,10 @@ RULES: dict[str, Rule] = {
     "probe.every": integer(1),
     "analysis.every": integer(0),
     "log.every": integer(1),
+    "log.tensorboard": choice(True, False),
+    "log.progress": choice(True, False),
+    "log.wandb": choice(True, False),
+    "log.wandb_mode": choice("offline", "online"),
     "checkpoint.every": integer(1),
     "checkpoint.keep": integer(1),
     "task.episode_length": integer(1, optional=True),

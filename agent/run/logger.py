@@ -1,9 +1,10 @@
-"""Metrics logging: CSV (one row per logged step) and TensorBoard, both in the run directory."""
+"""Metrics logging: CSV (one row per logged step), TensorBoard and optionally W&B, in the run directory."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,8 +21,9 @@ class Logger:
     the resumed run logs those steps again), and purges them from TensorBoard likewise.
     """
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None) -> None:
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None, sink: Any = None) -> None:
         self.dir = Path(run_dir)
+        self.sink = sink  # e.g. a WandbSink: ``log(step, row)`` and ``close()``
         self.dir.mkdir(parents=True, exist_ok=True)
         self.resume = resume_step is not None
         self._fields: dict[str, list[str]] = {}
@@ -73,11 +75,15 @@ class Logger:
         if self.tb is not None:
             for k, v in row.items():
                 self.tb.add_scalar(k, v, step)
+        if self.sink is not None:
+            self.sink.log(step, row)
         return row
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+        if self.sink is not None:
+            self.sink.close()
 
 
 def truncate_after(path: Path, step: int) -> None:

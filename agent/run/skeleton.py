@@ -97,7 +97,12 @@ class RunSkeleton:
     def open_logger(self, resumed: bool) -> Logger:
         """The run's CSV / TensorBoard logger (rows past the checkpoint dropped on resume)."""
         log_cfg = self.cfg["log"]
-        self.logger = Logger(self.run_dir, tensorboard=bool(log_cfg["tensorboard"]), resume_step=self.step if resumed else None)
+        sink = None
+        if log_cfg.get("wandb"):
+            from agent.run.wandb_log import WandbSink
+
+            sink = WandbSink(self.run_dir, self.cfg, log_cfg["wandb_mode"], log_cfg["wandb_project"])
+        self.logger = Logger(self.run_dir, tensorboard=bool(log_cfg["tensorboard"]), resume_step=self.step if resumed else None, sink=sink)
         return self.logger
 
     def progress(self, total: int, desc: str) -> tqdm:
