@@ -91,14 +91,8 @@ class PJEPAAgent(nn.Module):
 
     def losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
         """Unweighted loss terms for a batch (see :func:`agent.losses.pjepa.pjepa_losses`)."""
-        obs, actions = batch["obs"], batch["action"]
-        target = None
-        if self.aux.active:
-            flat = {k: batch[k].flatten(0, 1) for k in self.aux.data_keys}
-            target = self.aux.target(flat)
-            target = target.reshape(*obs.shape[:2], *target.shape[1:])
         out = pjepa_losses(
-            self.wm, self.aux, obs, actions, target,
+            self.wm, self.aux, batch["obs"], batch["action"], self.aux.targets(batch),
             routing=self.cfg.routing, rho=self.cfg.rho, detach_target=self.cfg.detach_target,
         )  # fmt: skip
         return out.terms, out.z

@@ -93,13 +93,8 @@ class TDMPCAgent(nn.Module):
         """
         self.train()
         c = self.cfg
-        target = None
-        if self.aux.active:
-            flat = {k: batch[k].flatten(0, 1) for k in self.aux.data_keys}
-            target = self.aux.target(flat)
-            target = target.reshape(*batch["obs"].shape[:2], *target.shape[1:])
         terms, rollout = world_model_losses(
-            self.model, self.aux, batch, target,
+            self.model, self.aux, batch, self.aux.targets(batch),
             routing=c.routing, rho=c.rho, detach_target=c.detach_target, discount=c.discount,
         )  # fmt: skip
         total = sum(c.loss_scales[k] * v for k, v in terms.items())

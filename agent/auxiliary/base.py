@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import Tensor, nn
 
 
@@ -29,6 +31,15 @@ class AuxTask(nn.Module):
     def active(self) -> bool:
         """False for the ``none`` target, whose loss is identically zero."""
         return True
+
+    def targets(self, batch: Mapping[str, Tensor]) -> Tensor | None:
+        """``p(o)`` over a time-major batch: ``batch[key]`` are ``[T, B, ...]``; returns ``[T, B, ...]``
+        (no grad), or ``None`` for an inactive task (``aux=none``)."""
+        if not self.active:
+            return None
+        lead = batch[self.data_keys[0]].shape[:2]
+        target = self.target({k: batch[k].flatten(0, 1) for k in self.data_keys})
+        return target.reshape(*lead, *target.shape[1:])
 
     def target(self, data: dict[str, Tensor]) -> Tensor:
         """``p(o)`` for a flat batch: ``data[key]`` are ``[N, ...]``; returns ``[N, ...]``, no grad."""

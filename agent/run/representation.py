@@ -136,11 +136,12 @@ class Trainer(RunSkeleton):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.cfg["seed"]) + self.step)
             batch = self.sample()
-        aux = self.agent.aux
-        target = aux.target({k: batch[k][0] for k in aux.data_keys}) if aux.active else None
-        was = self.agent.training
+        aux, was = self.agent.aux, self.agent.training
+        targets = aux.targets(batch)  # [H+1, B, ...]: the residual uses the first step
         self.agent.eval()
-        out = premise_residuals(self.agent.wm, aux, batch["obs"][0], batch["action"][0], batch["obs"][1], target)
+        out = premise_residuals(
+            self.agent.wm, aux, batch["obs"][0], batch["action"][0], batch["obs"][1], None if targets is None else targets[0]
+        )  # fmt: skip
         self.agent.train(was)
         return out
 
