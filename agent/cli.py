@@ -17,3 +17,17 @@ def parse(argv: list[str], keys: tuple[str, ...], one_of: tuple[str, ...] = ("ru
     if one_of and not any(k in args for k in one_of):
         raise SystemExit("give " + " or ".join(f"{k}=<{k.replace('_', ' ')}>" for k in one_of))
     return args
+
+
+def parse_paths(argv: list[str], keys: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """Positional paths and ``key=value`` options (an argument is an option when its key is in ``keys``,
+    so a path with ``=`` in it stays a path); at least one path required."""
+    flags = [a for a in argv if a.startswith("-")]
+    if flags:
+        raise SystemExit(f"bad argument {flags[0]!r}; options are key=value with key in {keys}")
+    is_option = ["=" in a and a.partition("=")[0] in keys for a in argv]
+    args = parse([a for a, o in zip(argv, is_option) if o], keys, one_of=())
+    paths = [a for a, o in zip(argv, is_option) if not o]
+    if not paths:
+        raise SystemExit("give one or more directories")
+    return paths, args

@@ -1,20 +1,21 @@
-"""Learning curves of runs: ``python -m agent.curves RUN_DIR [RUN_DIR ...] --out curves.png [--repr]``.
+"""Learning curves of runs: ``python -m agent.curves RUN_DIR [RUN_DIR ...] [out=curves.png] [repr=true]``.
 
-``--repr``: representation runs (the counting job): each run's ``repr.csv`` (or, when the curve was
+Keys: ``out`` (default ``curves.png``), ``metric`` (``return`` | ``success``), ``labels`` (comma-separated,
+one per run), ``repr`` (``true`` | ``false``). ``repr=true``: representation runs (the counting job): each run's ``repr.csv`` (or, when the curve was
 rebuilt by ``python -m agent.analyze checkpoints=all``, ``analysis/repr.csv``) as count accuracies,
 count clusters and encoding size against updates, beside the reference code's curve; also prints
 a Markdown table of each run's final and best (by held-out centroid accuracy) metrics.
 
 Otherwise online runs: reads each run's ``eval.csv`` (evaluation with the planner) and ``episodes.csv`` (training episode
 returns, with exploration) and plots them against env steps (agent steps x the task's action repeat,
-read from the run's ``.hydra/config.yaml`` when present). ``--metric success`` plots the eval success
+read from the run's ``.hydra/config.yaml`` when present). ``metric=success`` plots the eval success
 rate instead of the return (the counting task).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +23,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
+
+from agent.cli import parse_paths  # noqa: E402
 
 
 def read_xy(path: Path, column: str) -> tuple[list[float], list[float]]:
@@ -106,21 +109,22 @@ def plot_repr(run_dirs: list[Path], out: Path, labels: list[str] | None = None) 
     return repr_table(curves)
 
 
+KEYS = ("out", "metric", "labels", "repr")
+
+
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("curves.png"))
-    parser.add_argument("--metric", default="return", choices=("return", "success"))
-    parser.add_argument("--labels", nargs="*", default=None)
-    parser.add_argument("--repr", action="store_true", help="representation runs: repr.csv curves and a table")
-    args = parser.parse_args(argv)
-    if args.labels and len(args.labels) != len(args.run_dirs):
-        parser.error(f"{len(args.labels)} labels for {len(args.run_dirs)} run directories")
-    if args.repr:
-        print(plot_repr(args.run_dirs, args.out, args.labels))
-        print(args.out)
-        return args.out
-    path = plot_curves(args.run_dirs, args.out, args.metric, args.labels)
+    names, args = parse_paths(sys.argv[1:] if argv is None else argv, KEYS)
+    run_dirs, out = [Path(n) for n in names], Path(args.get("out", "curves.png"))
+    labels = args["labels"].split(",") if "labels" in args else None
+    if labels and len(labels) != len(run_dirs):
+        raise SystemExit(f"{len(labels)} labels for {len(run_dirs)} run directories")
+    if args.get("repr", "false") not in ("true", "false"):
+        raise SystemExit(f"repr must be true or false, got {args['repr']!r}")
+    if args.get("repr") == "true":
+        print(plot_repr(run_dirs, out, labels))
+        print(out)
+        return out
+    path = plot_curves(run_dirs, out, args.get("metric", "return"), labels)
     print(path)
     return path
 

@@ -27,18 +27,14 @@ from agent.analysis.aggregate import (
     write_tables,
 )
 from agent.analysis.sweep import find_runs, read_run, variant_labels
-from agent.cli import parse
+from agent.cli import parse_paths
 
 KEYS = ("out", "reps", "seed")
 
 
 def main(argv: list[str] | None = None) -> Path:
-    argv = sys.argv[1:] if argv is None else argv
-    is_option = [a.partition("=")[0] in KEYS and "=" in a for a in argv]
-    args = parse([a for a, o in zip(argv, is_option) if o], KEYS, one_of=())
-    paths = [Path(a) for a, o in zip(argv, is_option) if not o]
-    if not paths:
-        raise SystemExit("give one or more sweep or run directories")
+    names, args = parse_paths(sys.argv[1:] if argv is None else argv, KEYS)
+    paths = [Path(a) for a in names]
     try:
         reps, seed = int(args.get("reps", 10_000)), int(args.get("seed", 0))
     except ValueError as err:

@@ -117,7 +117,7 @@ def test_report_cli_writes_tables_and_curves(sweep, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "argv, message",
-    [([], "give one or more"), (["/no/such/dir"], "does not exist"), (["{tmp}", "reps=5"], "reps must be >= 100"),
+    [([], "give one or more directories"), (["/no/such/dir"], "does not exist"), (["{tmp}", "reps=5"], "reps must be >= 100"),
      (["{tmp}", "reps=x"], "integers"), (["{tmp}"], "no run directories")],
 )  # fmt: skip
 def test_report_bad_input_is_refused(tmp_path, argv, message):
