@@ -29,7 +29,8 @@ from tests.conftest import ROOT, compose_cfg
         (["agent=tdmpc2", "agent.eval_episodes=0"], "agent.eval_episodes=0"),
         (["agent=tdmpc2", "agent.eval_every=0"], "agent.eval_every=0"),
         (["agent=tdmpc2", "agent.planner.num_elites=600"], "num_elites=600: must be <= agent.planner.num_samples=512"),
-        (["agent=tdmpc2", "agent.vmin=5", "agent.vmax=5"], "need vmin < vmax"),
+        (["agent=tdmpc2", "two_hot.vmin=5", "two_hot.vmax=5"], "two_hot.vmin=5.*need vmin < vmax"),
+        (["two_hot.num_bins=1"], "two_hot.num_bins=1: must be an integer >= 2"),
     ],
 )
 def test_out_of_range_values_are_refused(overrides, message):
@@ -70,3 +71,17 @@ def test_cli_refuses_unknown_and_ignored_keys(tmp_path):
     out = train("steps=-5")
     assert out.returncode == 2 and "steps=-5: must be an integer >= 1" in out.stderr + out.stdout
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_two_hot_bins_are_defined_once_for_every_head():
+    from agent.agents.factory import build_tdmpc_agent, tdmpc_signature
+
+    cfg = to_dict(compose_cfg("agent=tdmpc2", "task=gym/Pendulum-v1", "two_hot.num_bins=51", "two_hot.vmax=5"))
+    agent = build_tdmpc_agent(cfg, (3,), 1)
+    assert (agent.model.num_bins, agent.model.vmax) == (51, 5) and (agent.aux.num_bins, agent.aux.vmax) == (51, 5)
+    assert agent.model.reward_head[-1].out_features == 51
+    with pytest.raises(ValueError, match="agent.num_bins: not a setting"):  # the old place of the bins
+        check_keys(to_dict(compose_cfg("agent=tdmpc2", "+agent.num_bins=51")), to_dict(compose_cfg("agent=tdmpc2")), "agent=tdmpc2")
+    legacy = {**cfg, "agent": {**cfg["agent"], "num_bins": 51, "vmin": -10.0, "vmax": 5}}
+    del legacy["two_hot"]  # a config saved in a checkpoint before two_hot: same model, same signature
+    assert tdmpc_signature(legacy, (3,), 1) == tdmpc_signature(cfg, (3,), 1)

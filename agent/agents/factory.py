@@ -122,8 +122,7 @@ def build_tdmpc_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, dev
     a, m = c["agent"], {k: v for k, v in c["model"].items() if k != "name"}
     wm = WorldModel(obs_shape=obs_shape, action_dim=action_dim, **m)
     model = TDMPCModel(
-        wm, mlp_dim=m["mlp_dim"], num_q=a["num_q"], num_bins=a["num_bins"], vmin=a["vmin"], vmax=a["vmax"],
-        dropout=a["dropout"], episodic=c["task"]["suite"] == "counting",
+        wm, mlp_dim=m["mlp_dim"], num_q=a["num_q"], **two_hot(c), dropout=a["dropout"], episodic=c["task"]["suite"] == "counting",
     )  # fmt: skip
     aux = build_aux(c["aux"], wm.latent_dim, wm.obs_shape)
     update = TDMPCConfig(
@@ -140,11 +139,18 @@ def build_tdmpc_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, dev
 def tdmpc_signature(cfg: Any, obs_shape: tuple[int, ...], action_dim: int) -> dict:
     """What a TD-MPC2 checkpoint must agree on with the config that loads it."""
     c = to_dict(cfg)
-    shape_keys = ("num_q", "num_bins", "vmin", "vmax", "dropout")
+    a = c["agent"]
     return {
         "obs_shape": list(obs_shape), "action_dim": action_dim, "model": c["model"], "aux": c["aux"],
-        "agent": {"name": c["agent"]["name"], **{k: c["agent"][k] for k in shape_keys}},
+        "agent": {"name": a["name"], "num_q": a["num_q"], **two_hot(c), "dropout": a["dropout"]},
     }  # fmt: skip
+
+
+def two_hot(c: dict) -> dict:
+    """``num_bins``, ``vmin``, ``vmax`` of the run's two-hot heads (``two_hot``; configs saved before it
+    existed kept them under ``agent``)."""
+    bins = c.get("two_hot") or c["agent"]
+    return {k: bins[k] for k in ("num_bins", "vmin", "vmax")}
 
 
 def load_online_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[TDMPCAgent, dict]:

@@ -93,7 +93,9 @@ RULES: dict[str, Rule] = {
     "agent.horizon": integer(1),
     "agent.num_q": integer(2),
     "agent.dropout": number(0, 1, hi_open=True),
-    "agent.num_bins": integer(2),
+    "two_hot.num_bins": integer(2),
+    "two_hot.vmin": number(),
+    "two_hot.vmax": number(),
     "agent.loss_scales.*": NON_NEGATIVE,
     "agent.enc_lr_scale": NON_NEGATIVE,
     "agent.pi_lr": POSITIVE,
@@ -133,9 +135,9 @@ def check_values(cfg: Mapping) -> None:
             need = rule(value)
             if need:
                 errors.append(f"{key}={value!r}: must be {need}")
-    a = cfg.get("agent", {})
-    if "vmin" in a and "vmax" in a and not a["vmin"] < a["vmax"]:
-        errors.append(f"agent.vmin={a['vmin']!r}, agent.vmax={a['vmax']!r}: need vmin < vmax")
+    a, bins = cfg.get("agent", {}), cfg.get("two_hot", {})
+    if isinstance(bins.get("vmin"), (int, float)) and isinstance(bins.get("vmax"), (int, float)) and not bins["vmin"] < bins["vmax"]:
+        errors.append(f"two_hot.vmin={bins['vmin']!r}, two_hot.vmax={bins['vmax']!r}: need vmin < vmax")
     p = a.get("planner", {})
     if isinstance(p.get("num_elites"), int) and isinstance(p.get("num_samples"), int) and p["num_elites"] > p["num_samples"]:
         errors.append(f"agent.planner.num_elites={p['num_elites']}: must be <= agent.planner.num_samples={p['num_samples']}")
