@@ -20,13 +20,8 @@ from hydra import compose, initialize_config_dir
 from timing import timed
 
 from agent.agents.factory import build_agent
-from agent.data.collection import (
-    RepeatedRandomPolicy,
-    add_rollout,
-    make_buffer,
-    make_collector,
-    to_time_major,
-)
+from agent.data.buffer import ReplayBuffer
+from agent.data.collection import TRAJ_KEY, RepeatedRandomPolicy, make_collector
 from envs.counting import CountingEnv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +38,10 @@ def filled_buffer(cfg, frames: int = 20_000):
     env = CountingEnv(batch_size=(256,), seed=0)
     policy = RepeatedRandomPolicy(env.action_spec.space.low, env.action_spec.space.high, 4, seed=0)
     collector = make_collector(env, policy, 2048)
-    buffer = make_buffer(frames, int(cfg.horizon), int(cfg.batch_size))
+    buffer = ReplayBuffer(frames, int(cfg.horizon), int(cfg.batch_size), TRAJ_KEY, ("obs_reward", "count"), device=cfg.device)
     it, got = iter(collector), 0
     while got < frames:
-        got += add_rollout(buffer, next(it))
+        got += buffer.extend(next(it))
     collector.shutdown()
     return buffer
 
@@ -63,8 +58,7 @@ def main() -> None:
     name = torch.cuda.get_device_name() if dev.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__} on {name}; batch {args.batch_size}, horizon 1")
     buffer = filled_buffer(config("small", args.batch_size, dev))
-    keys = ("obs_reward", "count")
-    sample_s = timed(lambda: to_time_major(buffer.sample(), 1, keys), args.iters, "cpu")
+    sample_s = timed(buffer.sample, args.iters, dev)
     print(f"replay sample + time-major batch: {sample_s * 1e3:.1f} ms")
     base = args.presets[0]
     print(f"{'preset':>7} {'params':>9} {'updates/s (model)':>18} {'updates/s (with buffer)':>24} {'vs ' + base:>9}")
@@ -73,11 +67,11 @@ def main() -> None:
         cfg = config(preset, args.batch_size, dev)
         torch.manual_seed(0)
         agent = build_agent(cfg, (3, 64, 64), 1, dev)
-        batch = {k: v.to(dev) for k, v in to_time_major(buffer.sample(), 1, keys).items()}
+        batch = buffer.sample()
         model_s = timed(lambda: agent.update(batch), args.iters, dev)
 
         def full() -> None:
-            agent.update({k: v.to(dev) for k, v in to_time_major(buffer.sample(), 1, keys).items()})
+            agent.update(buffer.sample())
 
         full_s = timed(full, args.iters, dev)
         rows[preset] = 1 / full_s

@@ -9,7 +9,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
 
-from agent.run.checkpoint import load_buffer, save_buffer
+from agent.data.buffer import load_buffer, save_buffer
 
 
 def make_buffer(capacity: int) -> TensorDictReplayBuffer:

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from agent.data.collection import (
-    RepeatedRandomPolicy,
-    add_rollout,
-    make_buffer,
-    make_collector,
-    to_time_major,
-)
+from agent.data.buffer import ReplayBuffer, to_time_major
+from agent.data.collection import TRAJ_KEY, RepeatedRandomPolicy, make_collector
 from envs.counting import CountingEnv
 
 
@@ -38,13 +33,19 @@ def test_slices_stay_inside_trajectories():
     env = CountingEnv(batch_size=(8,), seed=1)
     policy = RepeatedRandomPolicy(env.action_spec.space.low, env.action_spec.space.high, repeat=4, seed=1)
     collector = make_collector(env, policy, frames_per_batch=8 * 7)
-    buffer = make_buffer(10_000, horizon=2, batch_size=32)
+    buffer = ReplayBuffer(10_000, horizon=2, batch_size=32, traj_key=TRAJ_KEY, obs_keys=("obs_reward", "count"))
     it = iter(collector)
     for _ in range(6):  # several batches: trajectories continue across collector batches
-        add_rollout(buffer, next(it))
+        assert buffer.extend(next(it)) == 8 * 7
     collector.shutdown()
+    assert len(buffer) == 6 * 8 * 7
+    torch.manual_seed(0)
+    batch = buffer.sample()  # the buffer's own batches: time-major on its device
+    assert batch["obs"].shape == (3, 32, 3, 64, 64) and batch["count"].shape == (3, 32)
+    torch.manual_seed(0)
+    assert torch.equal(to_time_major(buffer.rb.sample(), 2, ("obs_reward", "count"))["obs"], batch["obs"])
     for _ in range(5):
-        sample = buffer.sample()
+        sample = buffer.rb.sample()
         s = sample.reshape(-1, 2)
         assert (s["collector", "traj_ids"][:, 0] == s["collector", "traj_ids"][:, 1]).all()
         assert torch.equal(s["next", "pixels"][:, 0], s["pixels"][:, 1])  # consecutive steps

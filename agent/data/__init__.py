@@ -1,1 +1,1 @@
-"""Data: the paper's random-action policy, the torchrl collector and the slice replay buffer, time-major batches."""
+"""Data: the paper's random-action policy and the torchrl collector (collection), the replay buffer of both jobs (buffer)."""

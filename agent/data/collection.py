@@ -1,4 +1,5 @@
-"""Data: the paper's repeated-random-action policy, a torchrl collector, and a slice replay buffer."""
+"""Data collection: the paper's repeated-random-action policy and a torchrl collector (the replay buffer
+is :mod:`agent.data.buffer`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import Collector
-from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 
 TRAJ_KEY = ("collector", "traj_ids")
@@ -62,45 +62,3 @@ def make_collector(env: EnvBase, policy: TensorDictModuleBase, frames_per_batch:
     n = env.batch_size.numel()
     frames_per_batch = max(n, frames_per_batch // n * n)
     return Collector(env, policy, frames_per_batch=frames_per_batch, total_frames=-1, trust_policy=True, auto_register_policy_transforms=False)
-
-
-def make_buffer(capacity: int, horizon: int, batch_size: int, device: str | torch.device = "cpu") -> TensorDictReplayBuffer:
-    """Replay buffer of transitions sampling ``batch_size`` sub-trajectories of ``horizon`` steps."""
-    sampler = SliceSampler(slice_len=horizon, traj_key=TRAJ_KEY, strict_length=True, cache_values=True)
-    return TensorDictReplayBuffer(
-        storage=LazyTensorStorage(capacity, device=device),
-        sampler=sampler,
-        batch_size=batch_size * horizon,
-    )
-
-
-def add_rollout(buffer: TensorDictReplayBuffer, data: TensorDictBase) -> int:
-    """Store a collector batch ``[num_envs, T]`` env-major, so each env's steps stay contiguous."""
-    flat = data.reshape(-1)
-    buffer.extend(flat)
-    return flat.numel()
-
-
-def to_time_major(
-    sample: TensorDictBase, horizon: int, keys: tuple[str, ...], step_keys: tuple[str, ...] = ()
-) -> dict[str, torch.Tensor]:
-    """A flat slice sample ``[B*H]`` -> time-major tensors.
-
-    Returns ``obs [H+1, B, ...]`` (the slice's observations, ``pixels`` or ``observation``,
-    followed by the last step's next observation), ``action [H, B, A]``, each of ``keys`` per
-    observation ``[H+1, B, ...]`` and each of ``step_keys`` per transition ``[H, B, ...]`` (read
-    from ``next``, e.g. ``reward``, ``terminated``).
-    """
-    s = sample.reshape(-1, horizon)  # [B, H]
-
-    def seq(key: str) -> torch.Tensor:
-        return torch.cat([s[key][:, :1], s["next", key]], 1).transpose(0, 1).contiguous()
-
-    out = {"obs": seq("pixels") if "pixels" in s.keys() else seq("observation")}
-    out["action"] = s["action"].transpose(0, 1).contiguous()
-    for key in keys:
-        if key != "obs":
-            out[key] = seq(key)
-    for key in step_keys:
-        out[key] = s["next", key].transpose(0, 1).contiguous()
-    return out

@@ -18,13 +18,10 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
-
-if TYPE_CHECKING:
-    from torchrl.data import TensorDictReplayBuffer
 
 FORMAT = "jepa-mpc/2"
 LEGACY_FORMAT = "jepa-mpc/1"  # pickled numpy RNG state, no content hash: read with numpy's array type allowed
@@ -261,50 +258,3 @@ def check_signature(saved: dict, current: dict, path: str | Path) -> None:
     diffs = diff_signature(saved, current)
     if diffs:
         raise CheckpointError(f"checkpoint {path} was made with a different config:\n  " + "\n  ".join(diffs))
-
-
-def save_buffer(buffer: TensorDictReplayBuffer, path: str | Path, step: int) -> Path:
-    """Write the filled part of ``buffer`` to the file ``path`` (atomically), oldest transition first.
-
-    torchrl's ``ReplayBuffer.dumps`` writes the whole capacity (2.5 GB for 100k pixel transitions
-    however few are stored) and its memory-mapped files load silently zero-filled when truncated,
-    so the ``len(buffer)`` stored transitions are saved with ``torch.save``, in chronological order:
-    refilling an empty buffer with them gives the same contents, and the same transition (the
-    oldest) is overwritten next. ``step`` is the agent step of the matching checkpoint.
-    """
-    n, capacity = len(buffer), buffer.storage.max_size
-    # the round-robin writer's next slot, i.e. the oldest transition once full (all writes go
-    # through add/extend here, so the cursor equals write_count modulo the capacity)
-    first = buffer.write_count % capacity if n == capacity else 0
-    data = buffer.storage[(torch.arange(n) + first) % n].to_dict() if n else {}
-    return save_checkpoint(path, {"step": int(step), "transitions": n, "data": data})
-
-
-def load_buffer(buffer: TensorDictReplayBuffer, path: str | Path, step: int) -> bool:
-    """Refill an empty ``buffer`` from :func:`save_buffer`'s file if it matches ``step``.
-
-    Returns False, with a warning, when there is no saved buffer, it cannot be read, or it belongs
-    to another step (a kill between writing the buffer and the checkpoint): the run then goes on
-    and refills the buffer by acting, as it would without a saved one. When the saved buffer holds
-    more transitions than ``buffer`` can (a smaller ``data.buffer_size``), the newest are kept.
-    """
-    from tensordict import TensorDict
-
-    if len(buffer):
-        raise ValueError(f"load_buffer fills an empty replay buffer; this one holds {len(buffer)} transitions")
-    try:
-        saved = load_checkpoint(path)
-    except CheckpointError as err:
-        log.warning("no usable replay buffer (%s); the buffer is refilled by acting", err)
-        return False
-    if saved.get("step") != step:
-        log.warning("replay buffer %s is from step %s, the checkpoint from step %d; refilling it", path, saved.get("step"), step)
-        return False
-    n = int(saved["transitions"])
-    if n:
-        data = TensorDict(saved["data"], batch_size=[n])
-        keep = min(n, buffer.storage.max_size)
-        if keep < n:
-            log.warning("replay buffer %s holds %d transitions, more than data.buffer_size; keeping the newest %d", path, n, keep)
-        buffer.extend(data[n - keep :])
-    return True

@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict
-from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
 
 from agent.agents.factory import build_tdmpc_agent, episode_length, tdmpc_signature
 from agent.agents.update import NonFiniteLossError
-from agent.data.collection import RepeatedRandomPolicy, to_time_major
-from agent.run.checkpoint import Checkpoint, CheckpointError, load_buffer
+from agent.data.buffer import ReplayBuffer, load_buffer
+from agent.data.collection import RepeatedRandomPolicy
+from agent.run.checkpoint import Checkpoint, CheckpointError
 from agent.run.common import aux_data_keys, deadline, obs_info
 from agent.run.evaluate import batched, evaluate
 from agent.run.skeleton import RunSkeleton
@@ -48,11 +48,10 @@ class OnlineTrainer(RunSkeleton):
             )
         self.seed_steps = int(a["seed_steps"]) if a["seed_steps"] is not None else max(1000, 5 * length)
         self.pretrain_updates = int(a["pretrain_updates"]) if a.get("pretrain_updates") is not None else self.seed_steps
-        self.buffer = TensorDictReplayBuffer(
-            storage=LazyTensorStorage(int(c["data"]["buffer_size"])),
-            sampler=SliceSampler(slice_len=self.horizon, traj_key="episode", strict_length=True, cache_values=True),
-            batch_size=int(c["batch_size"]) * self.horizon,
-        )
+        self.buffer = ReplayBuffer(
+            int(c["data"]["buffer_size"]), self.horizon, int(c["batch_size"]), "episode",
+            obs_keys=self.aux_keys, step_keys=("reward", "terminated"), device=self.device,
+        )  # fmt: skip
         self.signature = tdmpc_signature(c, obs_shape, action_dim)
         spec = self.env.action_spec.space
         self.random_policy = RepeatedRandomPolicy(
@@ -79,11 +78,6 @@ class OnlineTrainer(RunSkeleton):
         action = self.agent.act(batched(td[self.obs_key], self.env), eval_mode=False).cpu()
         return action if self.env.batch_size else action[0]
 
-    def _batch(self) -> dict[str, torch.Tensor]:
-        batch = to_time_major(self.buffer.sample(), self.horizon, self.aux_keys, ("reward", "terminated"))
-        batch["terminated"] = batch["terminated"].float()
-        return {k: v.to(self.device) for k, v in batch.items()}
-
     def job_state(self) -> dict:
         return {
             "episode": self.episode, "pretrained": self.pretrained,
@@ -106,7 +100,7 @@ class OnlineTrainer(RunSkeleton):
             self.random_policy.set_rng_state(data["random_policy"])
             how = "rebuilt by replay"
         else:  # an older checkpoint: a new episode starts, so the interrupted one stays a trajectory of its own
-            restored = (self.ckpt_dir / "buffer.pt").exists() and load_buffer(self.buffer, self.ckpt_dir / "buffer.pt", self.step)
+            restored = (self.ckpt_dir / "buffer.pt").exists() and load_buffer(self.buffer.rb, self.ckpt_dir / "buffer.pt", self.step)
             self.episode += 1
             how = "restored" if restored else "refilled by acting"
         log.info("replay buffer: %d transitions, %s", len(self.buffer), how)
@@ -123,7 +117,7 @@ class OnlineTrainer(RunSkeleton):
             td.set("action", action.clone())
             td.set("episode", torch.full(self.env.batch_size, self.episode))
             stepped, td = self.env.step_and_maybe_reset(td)
-            self.buffer.extend(stepped.reshape(-1))
+            self.buffer.extend(stepped)
             self._ep_return += float(stepped["next", "reward"].sum())
             if bool(stepped["next", "done"].any()):
                 self.episode, self._ep_return = self.episode + 1, 0.0
@@ -148,7 +142,7 @@ class OnlineTrainer(RunSkeleton):
                 td.set("episode", torch.full(self.env.batch_size, self.episode))
                 stepped, td = self.env.step_and_maybe_reset(td)
                 self._td = td
-                self.buffer.extend(stepped.reshape(-1))
+                self.buffer.extend(stepped)
                 self._ep_return += float(stepped["next", "reward"].sum())
                 self.step += 1
                 bar.update(1)
@@ -165,7 +159,7 @@ class OnlineTrainer(RunSkeleton):
                         n, self.pretrained = max(n, self.pretrain_updates), True
                     for _ in range(n):
                         try:
-                            metrics = self.agent.update(self._batch())
+                            metrics = self.agent.update(self.buffer.sample())
                         except NonFiniteLossError as err:
                             raise self.stopped(err) from err
                     if self.step % int(c["log"]["every"]) == 0:

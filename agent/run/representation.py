@@ -20,13 +20,8 @@ from agent.analysis.monitor import (
     read_curve,
     summarise,
 )
-from agent.data.collection import (
-    RepeatedRandomPolicy,
-    add_rollout,
-    make_buffer,
-    make_collector,
-    to_time_major,
-)
+from agent.data.buffer import ReplayBuffer
+from agent.data.collection import TRAJ_KEY, RepeatedRandomPolicy, make_collector
 from agent.run.checkpoint import Checkpoint
 from agent.run.common import aux_data_keys, deadline, obs_info
 from agent.run.skeleton import RunSkeleton
@@ -63,7 +58,9 @@ class Trainer(RunSkeleton):
             spec.space.low, spec.space.high, int(d["action_hold"]), seed=int(c["seed"]), carry=bool(d["hold_across_resets"])
         )
         self.collector = make_collector(self.env, policy, int(d["frames_per_collect"]))
-        self.buffer = make_buffer(int(d["buffer_size"]), self.horizon, int(c["batch_size"]))
+        self.buffer = ReplayBuffer(
+            int(d["buffer_size"]), self.horizon, int(c["batch_size"]), TRAJ_KEY, obs_keys=self.data_keys, device=self.device
+        )
         self.frames = 0
         self._sets = None  # (monitoring, held-out) sets, rendered at the first analysis
         self._collect_iter = None
@@ -102,12 +99,11 @@ class Trainer(RunSkeleton):
         if self._collect_iter is None:
             self._collect_iter = iter(self.collector)
         while got < frames:
-            got += add_rollout(self.buffer, next(self._collect_iter))
+            got += self.buffer.extend(next(self._collect_iter))
         self.frames += got
 
     def sample(self) -> dict[str, torch.Tensor]:
-        batch = to_time_major(self.buffer.sample(), self.horizon, self.data_keys)
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return self.buffer.sample()
 
     # ------------------------------------------------------------------ analysis
     def analyse(self, out_dir: Path) -> dict[str, float | None]:
