@@ -33,10 +33,11 @@ from torchrl.envs import (
 
 from envs.control import check_obs_type
 from envs.rng import StreamRNG
-from envs.shapes import make_stamps, place_objects, render
+from envs.shapes import make_stamps, place_objects, render, render_torch
 
 ACTION_MODES = ("two_action", "dead_zone")
 REWARD_TYPES = ("sparse", "dense")
+RENDERERS = ("numpy", "torch")
 
 
 def count_reward(count: np.ndarray, target: int, max_objects: int, kind: str) -> np.ndarray:
@@ -66,7 +67,9 @@ class CountingEnv(EnvBase):
         radius: object half-size r in pixels (3).
         size: frame side in pixels (64).
         seed: seed of env ``i``'s stream is ``seed + i``; ``None`` for fresh entropy.
-        device: where returned tensors live; simulation runs in numpy on the CPU.
+        device: where returned tensors live; the simulation (counts, positions) runs in numpy on the CPU.
+        renderer: ``"numpy"`` or ``"torch"`` (frames drawn and kept on ``device``: on a GPU only the
+            small state crosses to it, never a frame); ``None`` picks torch off the CPU. Same frames.
     """
 
     batch_locked = True
@@ -83,6 +86,7 @@ class CountingEnv(EnvBase):
         size: int = 64,
         seed: int | None = None,
         device: str | torch.device = "cpu",
+        renderer: str | None = None,
     ) -> None:
         batch_size = torch.Size(batch_size)
         if len(batch_size) > 1:
@@ -100,6 +104,9 @@ class CountingEnv(EnvBase):
         if size < 2 * radius + 1 or radius < 1:
             raise ValueError(f"radius {radius} does not fit a {size}x{size} frame")
         super().__init__(device=device, batch_size=batch_size)
+        self.renderer = renderer or ("numpy" if self.device.type == "cpu" else "torch")
+        if self.renderer not in RENDERERS:
+            raise ValueError(f"unknown renderer {renderer!r}; expected one of {RENDERERS}")
         self.target = int(target)
         self.action_mode = action_mode
         self.reward_type = reward_type
@@ -115,7 +122,11 @@ class CountingEnv(EnvBase):
         self._color = np.zeros((self.n, 3), dtype=np.uint8)
         self._pos = np.zeros((self.n, max_objects, 2), dtype=np.int64)
         self._steps = np.zeros(self.n, dtype=np.int64)
-        self._frames = np.zeros((self.n, 3, size, size), dtype=np.uint8)
+        if self.renderer == "torch":
+            self._frames = torch.zeros((self.n, 3, size, size), dtype=torch.uint8, device=self.device)
+            self._stamps_t = torch.from_numpy(self._stamps).to(self.device)
+        else:
+            self._frames = np.zeros((self.n, 3, size, size), dtype=np.uint8)
         self._make_specs()
         self._rng.seed(seed)
 
@@ -144,19 +155,26 @@ class CountingEnv(EnvBase):
         if len(idx) == 0:
             return
         self._pos[idx] = place_objects(self._rng, idx, self.max_objects, self.radius, self.size)
-        self._frames[idx] = render(
-            self._count[idx], self._shape[idx], self._color[idx], self._pos[idx], self._stamps, self.size
-        )
+        state = (self._count[idx], self._shape[idx], self._color[idx], self._pos[idx])
+        if self.renderer == "torch":
+            on_device = [torch.from_numpy(a).to(self.device) for a in (idx, *state)]
+            self._frames[on_device[0]] = render_torch(*on_device[1:], self._stamps_t, self.size)
+        else:
+            self._frames[idx] = render(*state, self._stamps, self.size)
 
     def _out(self) -> dict[str, torch.Tensor]:
         b = self.batch_size
         rew = count_reward(self._count, self.target, self.max_objects, self.reward_type)
         return {
-            "pixels": torch.from_numpy(self._frames.copy()).reshape(*b, 3, self.size, self.size),
+            "pixels": self._pixels().reshape(*b, 3, self.size, self.size),
             "count": torch.from_numpy(self._count.copy()).reshape(b),
             "obs_reward": torch.from_numpy(rew).reshape(*b, 1),
             "step_count": torch.from_numpy(self._steps.copy()).reshape(*b, 1),
         }
+
+    def _pixels(self) -> torch.Tensor:
+        """A copy of the current frames ``[N, 3, H, W]`` (on ``device`` with the torch renderer)."""
+        return self._frames.clone() if self.renderer == "torch" else torch.from_numpy(self._frames.copy())
 
     def _td(self, data: dict[str, torch.Tensor]) -> TensorDict:
         return TensorDict(data, batch_size=self.batch_size).to(self.device)
@@ -222,10 +240,11 @@ class CountingEnv(EnvBase):
     # ---------------------------------------------------------------- rendering
     def render(self) -> np.ndarray:
         """The current frames, identical to the last ``pixels``: uint8 ``[*batch, 3, H, W]``."""
-        return self._frames.reshape(*self.batch_size, 3, self.size, self.size).copy()
+        frames = self._frames.cpu().numpy() if self.renderer == "torch" else self._frames.copy()
+        return frames.reshape(*self.batch_size, 3, self.size, self.size)
 
 
-TASK_KEYS = ("suite", "name", "target", "action_mode", "reward_type", "max_objects", "max_steps", "radius", "size", "obs_type")
+TASK_KEYS = ("suite", "name", "target", "action_mode", "reward_type", "max_objects", "max_steps", "radius", "size", "obs_type", "renderer")
 
 
 def _one_hot(count: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -257,6 +276,6 @@ def build(task: dict, *, num_envs: int, seed: int | None, device: str) -> EnvBas
     target = task.get("target", int(suffix) if suffix else 4)
     if suffix and int(suffix) != target:
         raise ValueError(f"task name {name!r} disagrees with target={target}; set both or leave the name generic")
-    kwargs = {k: task[k] for k in ("action_mode", "reward_type", "max_objects", "max_steps", "radius", "size") if k in task}
+    kwargs = {k: task[k] for k in ("action_mode", "reward_type", "max_objects", "max_steps", "radius", "size", "renderer") if k in task}
     env = CountingEnv(target=target, batch_size=(num_envs,), seed=seed, device=device, **kwargs)
     return env if obs_type == "pixels" else as_state(env)

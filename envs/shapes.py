@@ -1,12 +1,14 @@
 """Drawing for the counting environment: shape stamps, non-overlapping placement, rendering.
 
-All functions are vectorised over environments (numpy, no Python loop over envs).
+All functions are vectorised over environments (numpy, no Python loop over envs); :func:`render_torch`
+is :func:`render` in torch, for rendering on a GPU.
 Object centres lie in ``[r, size - 1 - r]`` so every object is fully inside the frame.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from envs.rng import StreamRNG
 
@@ -129,3 +131,23 @@ def render(
     canvas[flat[drawn]] = 1
     canvas = canvas.reshape(m, 1, size, size)
     return canvas * color[:, :, None, None]
+
+
+def render_torch(count: torch.Tensor, shape: torch.Tensor, color: torch.Tensor, pos: torch.Tensor, stamps: torch.Tensor, size: int) -> torch.Tensor:
+    """:func:`render` in torch, on the inputs' device (a GPU renders there): the same frames, bit for bit.
+
+    Args: as :func:`render`, as tensors on one device (``stamps`` bool ``[S, 2r+1, 2r+1]``).
+    Returns: uint8 ``[M, 3, size, size]``.
+    """
+    m, k_max = pos.shape[:2]
+    radius = stamps.shape[-1] // 2
+    dev = pos.device
+    r = torch.arange(-radius, radius + 1, device=dev)
+    offsets = (r[:, None] * size + r[None, :]).reshape(-1)  # [P], row-major as np.mgrid
+    centre = pos[..., 0] * size + pos[..., 1]  # [M, K]
+    flat = centre[:, :, None] + offsets[None, None, :] + (torch.arange(m, device=dev) * size * size)[:, None, None]
+    shown = torch.arange(k_max, device=dev)[None, :] < count[:, None]  # [M, K]
+    drawn = stamps.reshape(len(stamps), -1)[shape][:, None, :] & shown[:, :, None]
+    canvas = torch.zeros(m * size * size, dtype=torch.uint8, device=dev)
+    canvas[flat[drawn]] = 1
+    return canvas.reshape(m, 1, size, size) * color[:, :, None, None]

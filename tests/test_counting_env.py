@@ -168,6 +168,23 @@ def test_batched_equals_single_envs():
             ts = [e.reset() if d else s for e, s, d in zip(singles, ts, reset.squeeze(-1).tolist())]
 
 
+def test_torch_renderer_draws_the_numpy_frames():
+    """The torch renderer (frames drawn and kept on the env's device) gives the numpy renderer's frames."""
+    n = 32
+    envs = {r: CountingEnv(batch_size=(n,), seed=5, renderer=r, reward_type="dense") for r in ("numpy", "torch")}
+    assert envs["torch"].renderer == "torch" and CountingEnv().renderer == "numpy"  # CPU default: numpy
+    actions = torch.rand(12, n, 1, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    tds = {r: e.reset() for r, e in envs.items()}
+    for t in range(12):
+        assert torch.equal(tds["numpy"]["pixels"], tds["torch"]["pixels"])
+        assert np.array_equal(envs["numpy"].render(), envs["torch"].render())
+        stepped = {r: e.step(tds[r].clone().set("action", actions[t])) for r, e in envs.items()}
+        assert torch.equal(stepped["numpy"]["next", "reward"], stepped["torch"]["next", "reward"])
+        tds = {r: e.reset(s["next"].clone().set("_reset", s["next", "done"])) for (r, e), s in zip(envs.items(), stepped.values())}
+    with pytest.raises(ValueError, match="unknown renderer 'opengl'"):
+        CountingEnv(renderer="opengl")
+
+
 def test_partial_reset_only_touches_masked_envs():
     env = CountingEnv(batch_size=(4,), seed=0)
     td = env.reset()

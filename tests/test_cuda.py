@@ -32,6 +32,26 @@ def test_asking_for_cuda_without_it_fails_clearly(tiny_cfg, tmp_path):
         pytest.skip("a CUDA device is present")
     with pytest.raises(RuntimeError, match="device=cuda was asked for"):
         Trainer(tiny_cfg("device=cuda"), tmp_path)
+    with pytest.raises(RuntimeError, match="data.device=cuda was asked for"):
+        Trainer(tiny_cfg("data.device=cuda"), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+@cuda
+def test_data_on_the_device_learns_as_on_the_cpu(tiny_cfg, tmp_path):
+    """``data.device=cuda``: the counting env renders on the GPU and the buffer stores there. The env's
+    frames equal the CPU's; the run (fp32, TF32 off) ends where the CPU-data run on the GPU does."""
+    from envs.counting import CountingEnv
+
+    a, b = CountingEnv(batch_size=(16,), seed=0, device="cuda"), CountingEnv(batch_size=(16,), seed=0)
+    assert a.renderer == "torch" and torch.equal(a.reset()["pixels"].cpu(), b.reset()["pixels"])
+    fp32 = ("device=cuda", "perf.precision=fp32", "perf.channels_last=false", "analysis.every=0")
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False):
+        on_device = Trainer(tiny_cfg(*fp32, "data.device=cuda"), tmp_path / "a")
+        assert on_device.buffer.rb.storage.device.type == "cuda"
+        first = on_device.run()
+        second = Trainer(tiny_cfg(*fp32), tmp_path / "b").run()
+    assert first == pytest.approx(second, rel=1e-4, abs=1e-5)
 
 
 @cuda

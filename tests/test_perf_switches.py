@@ -68,3 +68,17 @@ def test_channels_last_weights_and_fp32_state():
 def test_unknown_precision_fails_clearly():
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         build_agent(compose_cfg("perf.precision=fp16"), (3, 64, 64), 1)
+
+
+def test_torch_renderer_and_explicit_data_device_run_as_the_default(tiny_cfg, tmp_path):
+    """``task.renderer=torch`` (the GPU path of the counting env, here on the CPU) and ``data.device=cpu``
+    are drop-ins: the run's numbers equal the default run's."""
+    from agent.run.representation import Trainer
+
+    base = Trainer(tiny_cfg("analysis.every=0", "steps=6"), tmp_path / "a").run()
+    switched = Trainer(tiny_cfg("analysis.every=0", "steps=6", "task.renderer=torch", "data.device=cpu"), tmp_path / "b")
+    assert switched.env.renderer == "torch"
+    assert switched.run() == base
+    assert (tmp_path / "a" / "metrics.csv").read_text().split("\n")[1].split(",")[:-1] == (
+        (tmp_path / "b" / "metrics.csv").read_text().split("\n")[1].split(",")[:-1]
+    )  # the first logged row, less updates/s

@@ -31,16 +31,18 @@ class ReplayBuffer:
         traj_key: the key that tells trajectories apart.
         obs_keys: per-observation keys besides the observation (``[H+1, B, ...]`` in a batch).
         step_keys: per-transition keys read from ``next`` (``[H, B, ...]``; ``terminated`` as float).
-        device: where batches go (storage stays on the CPU).
+        device: where batches go.
+        storage_device: where the transitions are stored (a GPU: sampling never leaves it).
     """
 
     def __init__(
         self, capacity: int, horizon: int, batch_size: int, traj_key: str | tuple[str, ...],
         obs_keys: tuple[str, ...] = (), step_keys: tuple[str, ...] = (), device: str | torch.device = "cpu",
+        storage_device: str | torch.device = "cpu",
     ) -> None:  # fmt: skip
         self.horizon, self.obs_keys, self.step_keys, self.device = horizon, obs_keys, step_keys, torch.device(device)
         self.rb = TensorDictReplayBuffer(
-            storage=LazyTensorStorage(capacity),
+            storage=LazyTensorStorage(capacity, device=torch.device(storage_device)),
             sampler=SliceSampler(slice_len=horizon, traj_key=traj_key, strict_length=True, cache_values=True),
             batch_size=batch_size * horizon,
         )

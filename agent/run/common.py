@@ -12,11 +12,15 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``cfg.device`` -> a torch device, with a clear error when CUDA is asked for but absent."""
-    device = torch.device(name)
+def resolve_device(name: str, key: str = "device") -> torch.device:
+    """``cfg.device`` (or the setting ``key``) -> a torch device, with a clear error when CUDA is asked
+    for but absent."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"{key}={name!r} is not a device (cpu, cuda, cuda:<n>): {err}") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was asked for but torch.cuda.is_available() is False")
+        raise RuntimeError(f"{key}={name} was asked for but torch.cuda.is_available() is False")
     return device
 
 

@@ -50,7 +50,7 @@ class OnlineTrainer(RunSkeleton):
         self.pretrain_updates = int(a["pretrain_updates"]) if a.get("pretrain_updates") is not None else self.seed_steps
         self.buffer = ReplayBuffer(
             int(c["data"]["buffer_size"]), self.horizon, int(c["batch_size"]), "episode",
-            obs_keys=self.aux_keys, step_keys=("reward", "terminated"), device=self.device,
+            obs_keys=self.aux_keys, step_keys=("reward", "terminated"), device=self.device, storage_device=c["data"]["device"],
         )  # fmt: skip
         self.signature = tdmpc_signature(c, obs_shape, action_dim)
         spec = self.env.action_spec.space

@@ -47,7 +47,7 @@ class Trainer(RunSkeleton):
             )
         if c["task"]["suite"] == "counting":
             check_analysis(c["analysis"])
-        self.env = make_env(c, num_envs=int(d["num_envs"]), seed=int(c["seed"]), device="cpu")
+        self.env = make_env(c, num_envs=int(d["num_envs"]), seed=int(c["seed"]), device=d["device"])
         self.obs_key, self.obs_shape, self.action_dim = obs_info(self.env)
         self.agent: PJEPAAgent = build_agent(c, self.obs_shape, self.action_dim, self.device)
         self.signature = signature(c, self.obs_shape, self.action_dim)
@@ -59,8 +59,9 @@ class Trainer(RunSkeleton):
         )
         self.collector = make_collector(self.env, policy, int(d["frames_per_collect"]))
         self.buffer = ReplayBuffer(
-            int(d["buffer_size"]), self.horizon, int(c["batch_size"]), TRAJ_KEY, obs_keys=self.data_keys, device=self.device
-        )
+            int(d["buffer_size"]), self.horizon, int(c["batch_size"]), TRAJ_KEY, obs_keys=self.data_keys,
+            device=self.device, storage_device=d["device"],
+        )  # fmt: skip
         self.frames = 0
         self._sets = None  # (monitoring, held-out) sets, rendered at the first analysis
         self._collect_iter = None

@@ -45,6 +45,7 @@ class RunSkeleton:
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = resolve_device(self.cfg["device"])
+        resolve_device(self.cfg["data"]["device"], "data.device")  # where the buffer stores: checked before any work
         seed_everything(int(self.cfg["seed"]))
         self.checkpointer = Checkpointer(self.ckpt_dir, int(self.cfg["checkpoint"]["keep"]))
         self.step = 0
