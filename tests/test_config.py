@@ -85,3 +85,16 @@ def test_two_hot_bins_are_defined_once_for_every_head():
     legacy = {**cfg, "agent": {**cfg["agent"], "num_bins": 51, "vmin": -10.0, "vmax": 5}}
     del legacy["two_hot"]  # a config saved in a checkpoint before two_hot: same model, same signature
     assert tdmpc_signature(legacy, (3,), 1) == tdmpc_signature(cfg, (3,), 1)
+
+
+def test_threads_setting_is_explicit_and_checked(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        Trainer(compose_cfg("threads=1"), tmp_path / "a")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads=0: must be an integer >= 1 or null"):
+        Trainer(compose_cfg("threads=0"), tmp_path / "b")

@@ -59,6 +59,7 @@ NON_NEGATIVE = number(0)
 RULES: dict[str, Rule] = {
     "seed": integer(0),
     "batch_size": integer(1),
+    "threads": integer(1, optional=True),
     "time_limit": number(0, lo_open=True, optional=True),
     "rho": number(0, 1, lo_open=True),
     "steps": integer(1),

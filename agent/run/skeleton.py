@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from agent.agents.factory import check_preset, to_dict
@@ -46,6 +47,8 @@ class RunSkeleton:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = resolve_device(self.cfg["device"])
         resolve_device(self.cfg["data"]["device"], "data.device")  # where the buffer stores: checked before any work
+        if self.cfg.get("threads") is not None:
+            torch.set_num_threads(int(self.cfg["threads"]))
         seed_everything(int(self.cfg["seed"]))
         self.checkpointer = Checkpointer(self.ckpt_dir, int(self.cfg["checkpoint"]["keep"]))
         self.step = 0
