@@ -36,13 +36,17 @@ def _agents(*overrides: str):
 
 @pytest.mark.parametrize(
     "overrides, rtol",
-    [(("perf.channels_last=true",), 1e-4), (("perf.precision=bf16",), 0.05), (("perf.precision=bf16", "perf.channels_last=true"), 0.05)],
-)
+    [
+        (("perf.channels_last=true",), 1e-4), (("perf.precision=bf16",), 0.05), (("perf.precision=bf16", "perf.channels_last=true"), 0.05),
+        pytest.param(("perf.compile=true",), 1e-4, marks=pytest.mark.slow),  # compiles forward and backward (~40 s)
+        pytest.param(("perf.compile=true", "perf.precision=bf16", "perf.channels_last=true"), 0.05, marks=pytest.mark.slow),
+    ],
+)  # fmt: skip
 def test_fast_paths_match_fp32_losses_and_updates(overrides, rtol):
     base, fast = _agents(*overrides)
     batch = _batch()
     with fast.autocast():
-        got, _ = fast.losses(batch)
+        got, _ = fast._losses(batch)  # the loss function the update runs (compiled when asked)
     want, _ = base.losses(batch)
     for k in want:
         torch.testing.assert_close(got[k].float(), want[k], rtol=rtol, atol=1e-6)

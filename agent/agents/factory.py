@@ -77,6 +77,7 @@ def update_config(cfg: Any) -> UpdateConfig:
         probe_batch=int(c["probe"]["batch_size"]),
         precision=c["perf"]["precision"],
         channels_last=bool(c["perf"]["channels_last"]),
+        compile=bool(c["perf"].get("compile", False)),
     )
 
 
