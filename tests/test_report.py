@@ -97,6 +97,8 @@ def test_report_cli_writes_tables_and_curves(sweep, tmp_path, capsys):
     make_run(online / "a1", ["agent=tdmpc2", "aux=reward"], 1, returns=[100.0, 600.0])
     make_run(online / "a2", ["agent=tdmpc2", "aux=reward"], 2, returns=[200.0, 800.0])
     make_run(online / "b1", ["agent=tdmpc2", "aux=none"], 1, returns=[50.0, 300.0])
+    make_run(online / "b2", ["agent=tdmpc2", "aux=none"], 2, returns=[60.0], status=None, steps=100)
+    (online / "b2" / "eval.csv").write_text("step,eval/return,eval/success\n50,60.0,0.0\n")  # killed at 50 of 100
     out = report.main([str(sweep), str(online), f"out={tmp_path / 'rep'}", "reps=500"])
     text = capsys.readouterr().out
     assert out == tmp_path / "rep" and (out / "report.md").read_text() in text
@@ -111,7 +113,8 @@ def test_report_cli_writes_tables_and_curves(sweep, tmp_path, capsys):
     assert "| task=counting aux=reward | 2/2 |" in text and "| task=counting aux=random | 0/3 |" in text
     listed = {r["path"].rsplit("/", 1)[-1]: r["status"] for r in csv.DictReader((out / "runs.csv").open())}
     assert listed["3_none_s2"] == "failed" and listed["7_died"] == "failed" and listed["job 8"] == "failed"
-    assert text.count("(failed)") + text.count("(incomplete)") == 7
+    assert text.count("(failed)") + text.count("(incomplete)") == 8
+    assert listed["b2"] == "incomplete" and "last evaluation at step 50 of 100" in text
     assert (out / "curves.png").stat().st_size > 5000
 
 

@@ -119,6 +119,8 @@ def read_run(path: Path) -> RunRecord:
         rec.status, rec.reason = "failed", str(status.get("reason", "failed"))
     elif status["status"] == "running" and rec.status == "complete":
         rec.status, rec.reason = "incomplete", f"still running or killed (status.json says running) at step {rec.step}"
+    elif status["status"] == "complete" and rec.final:  # e.g. ended by time_limit before its step target
+        rec.status, rec.reason = "complete", ""
     return rec
 
 
@@ -149,7 +151,10 @@ def _read_online(rec: RunRecord, cfg: dict) -> None:
     rec.curve = {"step": curve["step"], "eval/return": curve["eval/return"]}
     rec.final = {"return": curve["eval/return"][-1], "success": curve["eval/success"][-1]}
     rec.step = int(curve["step"][-1])
-    rec.status = "complete"
+    if rec.step < target:  # a run evaluates at its last step: an earlier last evaluation was cut short
+        rec.status, rec.reason = "incomplete", f"last evaluation at step {rec.step} of {target}"
+    else:
+        rec.status = "complete"
 
 
 def variant_labels(records: list[RunRecord]) -> tuple[dict[Path, str], list[str]]:
