@@ -18,13 +18,11 @@ import csv
 import sys
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from agent.cli import parse_paths  # noqa: E402
+from agent.analysis.figures import save_figure
+from agent.cli import parse_paths
 
 
 def read_xy(path: Path, column: str) -> tuple[list[float], list[float]]:
@@ -49,7 +47,8 @@ def plot_curves(run_dirs: list[Path], out: Path, metric: str = "return", labels:
     if metric not in ("return", "success"):
         raise ValueError(f"unknown metric {metric!r}; expected 'return' or 'success'")
     labels = labels or [d.name for d in run_dirs]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
     for run_dir, label in zip(run_dirs, labels):
         eval_csv = run_dir / "eval.csv"
         if not eval_csv.exists():
@@ -65,11 +64,7 @@ def plot_curves(run_dirs: list[Path], out: Path, metric: str = "return", labels:
     ax.set_ylabel(f"eval {metric}" + (" (faint: training episodes)" if metric == "return" else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 TABLE_KEYS = ("heldout_centroid_acc", "heldout_knn_acc", "heldout_probe_acc", "distinct_counts", "count_clusters",

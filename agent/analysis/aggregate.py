@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from agent.analysis.figures import save_figure
 from agent.analysis.sweep import ONLINE_METRICS, REPR_METRICS, RunRecord
 
 CURVE_COLUMN = {"representation": "repr/heldout_centroid_acc", "online": "eval/return"}
@@ -107,14 +109,10 @@ def curve_bands(records: list[RunRecord], labels: dict[Path, str], reps: int = 2
 
 def plot_bands(bands: dict[str, dict], path: Path) -> Path:
     """One panel per kind: each variant's curve with its 95% CI band (shaded where there are >= 2 seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     kinds = list(bands) or ["representation"]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.2), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
+    fig = Figure(figsize=(6.5 * len(kinds), 4.2))
+    for i, kind in enumerate(kinds):
+        ax = fig.add_subplot(1, len(kinds), i + 1)
         for variant, (steps, value, lo, hi) in bands.get(kind, {}).items():
             (line,) = ax.plot(steps, value, label=variant)
             if np.isfinite(lo).all():
@@ -123,11 +121,7 @@ def plot_bands(bands: dict[str, dict], path: Path) -> Path:
         ax.set_ylabel(CURVE_LABEL[kind])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def markdown(ests: list[Estimate], records: list[RunRecord], labels: dict[Path, str], shared: list[str]) -> str:

@@ -1,12 +1,13 @@
 """Figures of a representation (cf. the paper's Fig. 2) and of its metrics against training updates.
 
 Built with ``matplotlib.figure.Figure`` directly (no pyplot, no global backend state); the caller
-does ``fig.savefig(path)``.
+writes it, e.g. with :func:`save_figure`.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +18,14 @@ from sklearn.decomposition import PCA
 from torch import Tensor
 
 from agent.analysis.metrics import check, check_labels
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
+    """Lay ``fig`` out and write it to ``path`` (its folder made when missing)."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
 
 
 def _label_color(label: int) -> tuple[float, float, float, float]:
