@@ -46,7 +46,7 @@ def test_fast_paths_match_fp32_losses_and_updates(overrides, rtol):
     base, fast = _agents(*overrides)
     batch = _batch()
     with fast.autocast():
-        got, _ = fast._losses(batch)  # the loss function the update runs (compiled when asked)
+        got, _ = fast.loss_fn(batch)  # the loss function the update runs (compiled when asked)
     want, _ = base.losses(batch)
     for k in want:
         torch.testing.assert_close(got[k].float(), want[k], rtol=rtol, atol=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -83,8 +84,8 @@ class PJEPAAgent(nn.Module):
         self.probe_optim = torch.optim.Adam(self.probe.parameters(), lr=cfg.probe_lr) if self.probe else None
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D conv weights only; the rest is unchanged
-        # the update's loss function: compiled once per agent when asked (the module's weights stay shared)
-        self._losses = torch.compile(self.losses) if cfg.compile else self.losses
+        # compiled once per agent when asked (the module's weights stay shared)
+        self._compiled_losses = torch.compile(self.losses) if cfg.compile else None
 
     def autocast(self) -> torch.autocast:
         """The update's precision context (bf16 autocast on the agent's device type, or a no-op)."""
@@ -93,6 +94,11 @@ class PJEPAAgent(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.wm.parameters()).device
+
+    @property
+    def loss_fn(self) -> Callable[[dict[str, Tensor]], tuple[dict[str, Tensor], Tensor]]:
+        """The loss function the update runs: :meth:`losses`, compiled with ``perf.compile``."""
+        return self._compiled_losses if self._compiled_losses is not None else self.losses
 
     def losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
         """Unweighted loss terms for a batch (see :func:`agent.losses.pjepa.pjepa_losses`)."""
@@ -116,7 +122,7 @@ class PJEPAAgent(nn.Module):
         """
         self.train()
         with self.autocast():
-            terms, _ = self._losses(batch)
+            terms, _ = self.loss_fn(batch)
         total = sum(self.cfg.loss_scales.get(k, 0.0) * v for k, v in terms.items())
         grad_norm = optimizer_step(self.optim, total, self.cfg.grad_clip, "world-model", terms)
         metrics = {f"loss/{k}": v.detach() for k, v in terms.items()}
