@@ -13,6 +13,29 @@ import torch
 from agent.run.checkpoint import load_checkpoint
 from tests.conftest import ROOT
 
+# The checkpoint kills both scripts end with: "mid-write-<n>" dies half-way through writing the step-n
+# checkpoint, "after-save-<n>" right after it is complete; then the run goes on (or "none": no kill).
+CHECKPOINT_KILLS = """
+where, _, at = kill.rpartition("-")
+if where == "mid-write":
+    real_save = ck.torch.save
+    def save(obj, f):
+        if obj["payload"]["step"] == int(at):
+            f.write(b"half a checkpoint"); f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_save(obj, f)
+    ck.torch.save = save
+if where == "after-save":
+    real_ckpt = trainer.checkpointer.save
+    def after(step, payload):
+        path = real_ckpt(step, payload)
+        if step == int(at):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return path
+    trainer.checkpointer.save = after
+trainer.run()
+"""
+
 # A representation run of 12 updates, checkpoints every 4, in a subprocess; KILL names where it dies.
 SCRIPT = """
 import os, signal, sys
@@ -29,29 +52,12 @@ if kill == "update-7":  # between checkpoints
             os.kill(os.getpid(), signal.SIGKILL)
         return real(batch, train_probe)
     trainer.agent.update = update
-if kill == "mid-write-8":  # half of step_0000008.pt written
-    real_save = ck.torch.save
-    def save(obj, f):
-        if obj["payload"]["step"] == 8:
-            f.write(b"half a checkpoint"); f.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        real_save(obj, f)
-    ck.torch.save = save
-if kill == "after-save-4":  # right after a complete checkpoint
-    real_ckpt = trainer.checkpointer.save
-    def after(step, payload):
-        path = real_ckpt(step, payload)
-        if step == 4:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return path
-    trainer.checkpointer.save = after
-trainer.run()
-"""
+""" + CHECKPOINT_KILLS
 
 
-def _run(kill: str, run_dir: Path) -> int:
+def _run(kill: str, run_dir: Path, script: str = SCRIPT) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", SCRIPT, kill, str(run_dir)], cwd=ROOT, env=env, capture_output=True, timeout=300).returncode
+    return subprocess.run([sys.executable, "-c", script, kill, str(run_dir)], cwd=ROOT, env=env, capture_output=True, timeout=300).returncode
 
 
 def _rows(run_dir: Path) -> list[list[str]]:
@@ -97,29 +103,11 @@ if kill == "step-47":  # mid-episode, between checkpoints, while planning (resum
             os.kill(os.getpid(), signal.SIGKILL)
         return real(batch)
     trainer.agent.update = update
-if kill == "mid-write-40":  # the step-40 replay buffer half written
-    real_save = ck.torch.save
-    def save(obj, f):
-        if obj["payload"]["step"] == 40:
-            f.write(b"half"); f.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        real_save(obj, f)
-    ck.torch.save = save
-if kill == "after-save-20":
-    real_ckpt = trainer.checkpointer.save
-    def after(step, payload):
-        path = real_ckpt(step, payload)
-        if step == 20:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return path
-    trainer.checkpointer.save = after
-trainer.run()
-"""
+""" + CHECKPOINT_KILLS
 
 
 def _run_online(kill: str, run_dir: Path) -> int:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", ONLINE, kill, str(run_dir)], cwd=ROOT, env=env, capture_output=True, timeout=300).returncode
+    return _run(kill, run_dir, ONLINE)
 
 
 @pytest.fixture(scope="module")
