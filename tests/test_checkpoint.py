@@ -160,3 +160,15 @@ def test_a_kill_before_last_pt_is_relinked_resumes_from_the_newer_step(tiny_cfg,
     (d / "last.pt").unlink()
     (d / "last.pt").write_bytes((d / "step_0000006.pt").read_bytes())  # last.pt still at step 6
     assert Trainer(tiny_cfg("steps=12", "analysis.every=0"), tmp_path).step == 12
+
+
+def test_resume_trains_with_the_configs_optimiser_settings(tiny_cfg, tmp_path):
+    """A resumed run keeps the checkpoint's Adam moments but the lr / eps its own config asks for."""
+    Trainer(tiny_cfg("steps=6", "analysis.every=0"), tmp_path).run()
+    trainer = Trainer(tiny_cfg("steps=12", "analysis.every=0", "optim.lr=1e-4", "optim.eps=1e-6", "optim.enc_lr_scale=0.3"), tmp_path)
+    assert trainer.step == 6
+    groups = trainer.agent.optim.param_groups
+    assert [g["lr"] for g in groups[:2]] == pytest.approx([3e-5, 1e-4])
+    assert {g["eps"] for g in groups} == {1e-6}
+    steps = {float(s["step"]) for s in trainer.agent.optim.state.values()}
+    assert steps == {6.0}  # the moments came back with the checkpoint

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from agent.agents.pjepa import PJEPAAgent, UpdateConfig
+from agent.agents.update import ADAM_EPS
 from agent.agents.tdmpc import TDMPCAgent, TDMPCConfig
 from agent.auxiliary import AuxTask
 from agent.models.heads import discount_from_episode_length
@@ -70,6 +71,7 @@ def update_config(cfg: Any) -> UpdateConfig:
         rho=float(c["rho"]),
         loss_scales={k: float(v) for k, v in c["loss_scales"].items()},
         lr=float(c["optim"]["lr"]),
+        eps=float(c["optim"].get("eps", ADAM_EPS)),  # checkpoints from before optim.eps used Adam's default
         enc_lr_scale=float(c["optim"]["enc_lr_scale"]),
         grad_clip=float(c["optim"]["grad_clip"]),
         probe=bool(c["probe"]["enabled"]),
@@ -130,7 +132,7 @@ def build_tdmpc_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, dev
         loss_scales={k: float(v) for k, v in a["loss_scales"].items()},
         routing=c["routing"], detach_target=bool(c["detach_target"]), rho=float(c["rho"]),
         discount=discount_from_episode_length(episode_length(c["task"])),
-        lr=float(c["optim"]["lr"]), enc_lr_scale=float(a["enc_lr_scale"]), grad_clip=float(c["optim"]["grad_clip"]),
+        lr=float(c["optim"]["lr"]), eps=float(c["optim"].get("eps", ADAM_EPS)), enc_lr_scale=float(a["enc_lr_scale"]), grad_clip=float(c["optim"]["grad_clip"]),
         pi_lr=float(a["pi_lr"]), entropy_coef=float(a["entropy_coef"]), tau=float(a["tau"]),
     )  # fmt: skip
     planner = MPPIConfig(horizon=int(a["horizon"]), gamma=update.discount, **a["planner"])

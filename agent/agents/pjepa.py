@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from agent.agents.update import optimizer_step
+from agent.agents.update import ADAM_EPS, load_optimizer, optimizer_step
 from agent.auxiliary import AuxTask
 from agent.losses.pjepa import check_routing, pjepa_losses
 from agent.models.probe import DecoderProbe
@@ -27,6 +27,8 @@ class UpdateConfig:
         rho: per-step decay of the dynamics loss.
         loss_scales: weights of the named loss terms; ``aux`` is the paper's ``c_p``.
         lr: Adam learning rate.
+        eps: Adam's epsilon (PyTorch's 1e-8 by default; larger damps the steps of parameters whose
+            gradients have gone quiet).
         enc_lr_scale: encoder learning-rate multiplier (TD-MPC2 uses 0.3).
         grad_clip: max global grad norm of the world model + aux head.
         probe: train the decoder probe alongside.
@@ -44,6 +46,7 @@ class UpdateConfig:
     rho: float = 0.5
     loss_scales: dict[str, float] = field(default_factory=lambda: {"dyn": 1.0, "aux": 1.0})
     lr: float = 3e-4
+    eps: float = ADAM_EPS
     enc_lr_scale: float = 1.0
     grad_clip: float = 20.0
     probe: bool = True
@@ -62,8 +65,8 @@ class UpdateConfig:
             raise ValueError(f"loss_scales must have keys 'dyn' (and 'aux'), got {sorted(self.loss_scales)}")
         if not 0 < self.rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {self.rho}")
-        if self.lr <= 0 or self.grad_clip <= 0:
-            raise ValueError(f"lr and grad_clip must be positive, got {self.lr}, {self.grad_clip}")
+        if self.lr <= 0 or self.grad_clip <= 0 or self.eps <= 0:
+            raise ValueError(f"lr, eps and grad_clip must be positive, got {self.lr}, {self.eps}, {self.grad_clip}")
 
 
 class PJEPAAgent(nn.Module):
@@ -80,7 +83,7 @@ class PJEPAAgent(nn.Module):
         trainable = [p for p in aux.parameters() if p.requires_grad]
         if trainable:
             groups.append({"params": trainable})
-        self.optim = torch.optim.Adam(groups, lr=cfg.lr)
+        self.optim = torch.optim.Adam(groups, lr=cfg.lr, eps=cfg.eps)
         self.probe_optim = torch.optim.Adam(self.probe.parameters(), lr=cfg.probe_lr) if self.probe else None
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D conv weights only; the rest is unchanged
@@ -153,6 +156,6 @@ class PJEPAAgent(nn.Module):
         return state
 
     def load_optim_state(self, state: dict) -> None:
-        self.optim.load_state_dict(state["optim"])
+        load_optimizer(self.optim, state["optim"])
         if self.probe_optim is not None and "probe_optim" in state:
-            self.probe_optim.load_state_dict(state["probe_optim"])
+            load_optimizer(self.probe_optim, state["probe_optim"])

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from agent.agents.update import optimizer_step
+from agent.agents.update import ADAM_EPS, load_optimizer, optimizer_step
 from agent.auxiliary import AuxTask
 from agent.losses.pjepa import check_routing
 from agent.losses.tdmpc import TERMS, policy_loss, world_model_losses
@@ -24,7 +24,7 @@ class TDMPCConfig:
         loss_scales: weights of ``dyn``, ``aux`` (c_p), ``reward``, ``value``, ``termination``.
         routing, detach_target, rho: the P-JEPA switches (see :mod:`agent.losses.pjepa`).
         discount: TD discount (see :func:`agent.heads.discount_from_episode_length`).
-        lr, enc_lr_scale, grad_clip: world-model optimiser.
+        lr, eps, enc_lr_scale, grad_clip: world-model optimiser (Adam).
         pi_lr, entropy_coef: policy prior optimiser (Adam eps 1e-5) and entropy bonus.
         tau: Polyak rate of the target Q ensemble.
     """
@@ -37,6 +37,7 @@ class TDMPCConfig:
     rho: float = 0.5
     discount: float = 0.99
     lr: float = 3e-4
+    eps: float = ADAM_EPS
     enc_lr_scale: float = 0.3
     grad_clip: float = 20.0
     pi_lr: float = 3e-4
@@ -67,7 +68,7 @@ class TDMPCAgent(nn.Module):
         aux_params = [p for p in aux.parameters() if p.requires_grad]
         if aux_params:
             wm_params.append({"params": aux_params})
-        self.optim = torch.optim.Adam(wm_params, lr=cfg.lr)
+        self.optim = torch.optim.Adam(wm_params, lr=cfg.lr, eps=cfg.eps)
         self.pi_optim = torch.optim.Adam(model.policy.parameters(), lr=cfg.pi_lr, eps=1e-5)
         self.planner = MPPI(model, planner, seed=seed)
         self.eval_planner = MPPI(model, planner, seed=seed + 1)  # evaluation never disturbs training's warm start
@@ -82,8 +83,8 @@ class TDMPCAgent(nn.Module):
 
     def load_optim_state(self, state: dict) -> None:
         """Restore :meth:`optim_state`."""
-        self.optim.load_state_dict(state["wm"])
-        self.pi_optim.load_state_dict(state["pi"])
+        load_optimizer(self.optim, state["wm"])
+        load_optimizer(self.pi_optim, state["pi"])
 
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One step on ``obs [H+1, B, ...]``, ``action``/``reward``/``terminated`` ``[H, B, .]`` (+ aux keys).

@@ -33,6 +33,23 @@ def optimizer_step(optim: torch.optim.Optimizer, loss: Tensor, clip: float, what
     return grad_norm
 
 
+ADAM_EPS = 1e-8  # PyTorch's default: what optim.eps means when a config predates it
+HYPERPARAMS = ("lr", "eps", "weight_decay", "betas")
+
+
+def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
+    """Restore ``optim``'s moments and step counts from ``state`` but keep its own hyperparameters.
+
+    ``Optimizer.load_state_dict`` would also bring back the saved groups' ``lr``, ``eps``, ... so a
+    resumed run with a changed ``optim.*`` setting would silently train with the old one; here the
+    values the optimiser was built with (from the run's config) win.
+    """
+    own = [{k: g[k] for k in HYPERPARAMS if k in g} for g in optim.param_groups]
+    optim.load_state_dict(state)
+    for group, values in zip(optim.param_groups, own):
+        group.update(values)
+
+
 def check_finite_weights(named: Iterable[tuple[str, Tensor]]) -> None:
     """Raise :class:`NonFiniteLossError` naming the first floating tensor holding NaN/inf."""
     for name, t in named:

@@ -75,24 +75,30 @@ def counting_mdp(max_objects: int = 8, target: int = 4, reward_type: str = "spar
     return transitions, np.asarray(count_reward(counts, target, max_objects, reward_type), dtype=np.float64)
 
 
-def unhealthy_collapse(z: np.ndarray, classes: np.ndarray, threshold: float = 0.1) -> float:
-    """Fraction of pairs from different classes closer than ``threshold`` x the mean pair distance.
+def unhealthy_collapse(z: np.ndarray, classes: np.ndarray) -> float:
+    """Fraction of pairs from different classes no farther apart than the median same-class pair.
 
-    0 is what the theorem promises once its premises hold; near 1, the encoder has merged states the
-    MDP tells apart. (The mean, not the median: when most points collapse into a few blobs, most
-    pairs sit inside a blob and the median pair distance collapses with them.)
+    ``z [N, D]``, ``classes [N]``. The encoder's own resolution is the yardstick: two observations
+    the MDP tells apart count as merged when their latents are as close as typical observations of
+    one class are. 0: every pair of classes is kept apart (what the theorem promises once its
+    premises hold); ~0.5: no class structure at all; 1: everything at one point. Scale-free: a
+    uniformly shrunk latent scores what it did before shrinking (a threshold relative to the mean
+    or median of all pairs is not, and calls a structureless but shrunk latent healthy).
+
+    Raises:
+        ValueError: no class has two observations (no same-class pair to measure against).
     """
     classes = np.asarray(classes)
     zt = torch.as_tensor(np.asarray(z), dtype=torch.float64)
     d = torch.cdist(zt, zt).numpy()
     upper = np.triu(np.ones_like(d, dtype=bool), k=1)
-    different = upper & (classes[:, None] != classes[None, :])
+    same = classes[:, None] == classes[None, :]
+    if not (upper & same).any():
+        raise ValueError("unhealthy_collapse needs two observations of some class (a same-class pair)")
+    different = upper & ~same
     if not different.any():
         return 0.0
-    scale = float(d[upper].mean())
-    if scale == 0.0:
-        return 1.0
-    return float((d[different] < threshold * scale).mean())
+    return float((d[different] <= np.median(d[upper & same])).mean())
 
 
 def class_agreement(z: np.ndarray, classes: np.ndarray, seed: int = 0) -> float:

@@ -66,6 +66,7 @@ RULES: dict[str, Rule] = {
     "horizon": integer(1),
     "loss_scales.*": NON_NEGATIVE,
     "optim.lr": POSITIVE,
+    "optim.eps": POSITIVE,
     "optim.enc_lr_scale": NON_NEGATIVE,
     "optim.grad_clip": POSITIVE,
     "data.num_envs": integer(1),
