@@ -21,9 +21,10 @@ from omegaconf import DictConfig
 
 from agent.agents.factory import to_dict
 from agent.agents.update import NonFiniteLossError
-from agent.run.config import check_keys, check_values
+from agent.run.config import check_keys
 from agent.run.online import OnlineTrainer
 from agent.run.representation import Trainer
+from agent.run.settings import load_settings
 from agent.run.status import write_status
 
 TRAINERS = {"pjepa": Trainer, "tdmpc2": OnlineTrainer}
@@ -53,7 +54,7 @@ def main(cfg: DictConfig) -> dict:
     plain = to_dict(cfg)
     try:  # before any work: a key this job would ignore, or a value out of range, is an error
         check_keys(plain, to_dict(base), f"agent={name}")
-        check_values(plain)
+        load_settings(plain)
     except ValueError as err:
         write_status(run_dir, "failed", reason=f"config: {err}")
         stop(err, hydra_cfg.mode)

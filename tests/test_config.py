@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from agent.agents.factory import to_dict
-from agent.run.config import check_keys, check_values
+from agent.run.config import check_keys
+from agent.run.settings import OnlineSettings, RepresentationSettings, documented, load_settings
 from agent.run.representation import Trainer
 from tests.conftest import ROOT, compose_cfg
 
@@ -35,19 +36,51 @@ from tests.conftest import ROOT, compose_cfg
 )
 def test_out_of_range_values_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
-        check_values(to_dict(compose_cfg(*overrides)))
+        load_settings(to_dict(compose_cfg(*overrides)))
 
 
 def test_every_bad_value_is_reported_at_once_before_work(tmp_path):
-    with pytest.raises(ValueError, match=r"(?s)steps=-5.*horizon=0.*checkpoint.every=0"):
+    with pytest.raises(ValueError, match=r"(?s)(?=.*steps=-5)(?=.*horizon=0)(?=.*checkpoint.every=0)"):
         Trainer(compose_cfg("steps=-5", "horizon=0", "checkpoint.every=0"), tmp_path)
     assert not any(tmp_path.iterdir())
 
 
 def test_defaults_of_both_jobs_pass():
-    check_values(to_dict(compose_cfg()))
-    check_values(to_dict(compose_cfg("agent=tdmpc2", "task=dmc/reacher-easy")))
-    check_values(to_dict(compose_cfg("experiment=paper", "aux=random")))
+    load_settings(to_dict(compose_cfg()))
+    load_settings(to_dict(compose_cfg("agent=tdmpc2", "task=dmc/reacher-easy")))
+    load_settings(to_dict(compose_cfg("experiment=paper", "aux=random")))
+
+
+def test_settings_are_typed_and_documented():
+    rep = load_settings(to_dict(compose_cfg("data.num_envs=3", "optim.eps=1e-6")))
+    assert isinstance(rep, RepresentationSettings) and (rep.data.num_envs, rep.optim.eps, rep.steps) == (3, 1e-6, 12)
+    online = load_settings(to_dict(compose_cfg("agent=tdmpc2", "agent.planner.num_samples=64")))
+    assert isinstance(online, OnlineSettings) and online.agent.planner.num_samples == 64
+    for cls in (RepresentationSettings, OnlineSettings):
+        docs = documented(cls)
+        assert "optim.lr" in docs and all(docs.values()), [k for k, v in docs.items() if not v]
+    with pytest.raises(AttributeError):
+        rep.steps = 5  # frozen: read once, never changed under the loop
+
+
+def test_settings_cover_every_key_of_both_jobs():
+    """Each leaf of the composed configs is a field of its job's settings (or inside a plain group)."""
+    from agent.run.config import flat_keys
+
+    plain_groups = ("task.", "model.", "aux.", "preset.", "loss_scales.", "agent.loss_scales.", "agent.name")
+    for overrides, cls in (((), RepresentationSettings), (("agent=tdmpc2",), OnlineSettings)):
+        keys = {k for k in flat_keys(to_dict(compose_cfg(*overrides))) if not k.startswith(plain_groups)}
+        assert keys <= set(documented(cls)), keys - set(documented(cls))
+
+
+def test_a_missing_setting_is_named():
+    cfg = to_dict(compose_cfg())
+    del cfg["data"]["num_envs"]
+    with pytest.raises(ValueError, match="data.num_envs: missing"):
+        load_settings(cfg)
+    del cfg["optim"]["eps"]  # a config from before optim.eps: Adam's default
+    cfg["data"]["num_envs"] = 2
+    assert load_settings(cfg).optim.eps == 1e-8
 
 
 def test_keys_a_job_would_ignore_are_named():

@@ -122,7 +122,7 @@ def test_online_bad_setups_fail_at_start(tmp_path):
 
     with pytest.raises(ValueError, match="use agent.horizon=1"):
         OnlineTrainer(online_cfg("task=counting", "agent.horizon=3"), tmp_path / "b")
-    with pytest.raises(ValueError, match="unknown agent.collect 'mixed'"):
+    with pytest.raises(ValueError, match="agent.collect='mixed': must be one of 'planner', 'random'"):
         OnlineTrainer(online_cfg("task=counting", "agent.horizon=1", "agent.collect=mixed"), tmp_path / "c")
     with pytest.raises(ValueError, match="updates_per_step=0: must be an integer >= 1"):
         OnlineTrainer(online_cfg("task=counting", "agent.horizon=1", "agent.updates_per_step=0"), tmp_path / "d")

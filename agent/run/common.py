@@ -49,7 +49,7 @@ def aux_data_keys(aux, env, task_name: str) -> tuple[str, ...]:
 def deadline(minutes: float | None, start: float) -> float | None:
     """``time_limit`` (minutes of training wall time, or None) -> a ``time.perf_counter()`` deadline.
 
-    The value was range-checked at start (:func:`agent.run.config.check_values`).
+    The value was range-checked at start (:func:`agent.run.settings.load_settings`).
     """
     return None if minutes is None else start + 60.0 * float(minutes)
 

@@ -1,9 +1,10 @@
-"""Run-config checks done once, at start, before any work: value ranges and keys a job would ignore.
+"""Run-config checks done once, at start, before any work: the value rules and keys a job would ignore.
 
-:func:`check_values` range-checks every numeric setting either job reads (a value outside its range
-is reported with what it must be; all of them at once). :func:`check_keys` compares a composed
-config with the job's own base config, so a key the job would ignore (``+foo=1``, an experiment
-preset's key for the other job) is an error instead of a silent no-op.
+The rules (:func:`integer`, :func:`number`, :func:`choice`) say what a setting accepts; the typed
+settings of :mod:`agent.run.settings` attach one to each field and report every value outside its
+range at once. :func:`check_keys` compares a composed config with the job's own base config, so a
+key the job would ignore (``+foo=1``, an experiment preset's key for the other job) is an error
+instead of a silent no-op.
 """
 
 from __future__ import annotations
@@ -53,104 +54,6 @@ def choice(*options: Any) -> Rule:
 
 POSITIVE = number(0, lo_open=True)
 NON_NEGATIVE = number(0)
-
-#: Dotted key -> rule; ``*`` matches every key of that mapping. Keys absent from a config are skipped
-#: (each job has its own keys; the aux, model and task groups check their own values when built).
-RULES: dict[str, Rule] = {
-    "seed": integer(0),
-    "batch_size": integer(1),
-    "threads": integer(1, optional=True),
-    "time_limit": number(0, lo_open=True, optional=True),
-    "rho": number(0, 1, lo_open=True),
-    "steps": integer(1),
-    "horizon": integer(1),
-    "loss_scales.*": NON_NEGATIVE,
-    "optim.lr": POSITIVE,
-    "optim.eps": POSITIVE,
-    "optim.enc_lr_scale": NON_NEGATIVE,
-    "optim.grad_clip": POSITIVE,
-    "data.num_envs": integer(1),
-    "data.action_hold": integer(1),
-    "data.seed_frames": integer(0),
-    "data.frames_per_collect": integer(1),
-    "data.collect_every": integer(1),
-    "data.buffer_size": integer(1),
-    "probe.lr": POSITIVE,
-    "probe.batch_size": integer(1),
-    "probe.every": integer(1),
-    "analysis.every": integer(0),
-    "log.every": integer(1),
-    "perf.compile": choice(True, False),
-    "perf.channels_last": choice(True, False),
-    "perf.precision": choice("fp32", "bf16"),
-    "log.tensorboard": choice(True, False),
-    "log.progress": choice(True, False),
-    "log.wandb": choice(True, False),
-    "log.wandb_mode": choice("offline", "online"),
-    "checkpoint.every": integer(1),
-    "checkpoint.keep": integer(1),
-    "task.episode_length": integer(1, optional=True),
-    "task.action_repeat": integer(1),
-    "agent.total_steps": integer(1),
-    "agent.seed_steps": integer(0, optional=True),
-    "agent.updates_per_step": integer(1),
-    "agent.pretrain_updates": integer(0, optional=True),
-    "agent.horizon": integer(1),
-    "agent.num_q": integer(2),
-    "agent.dropout": number(0, 1, hi_open=True),
-    "two_hot.num_bins": integer(2),
-    "two_hot.vmin": number(),
-    "two_hot.vmax": number(),
-    "agent.loss_scales.*": NON_NEGATIVE,
-    "agent.enc_lr_scale": NON_NEGATIVE,
-    "agent.pi_lr": POSITIVE,
-    "agent.entropy_coef": NON_NEGATIVE,
-    "agent.tau": number(0, 1, lo_open=True),
-    "agent.eval_every": integer(1),
-    "agent.eval_episodes": integer(1),
-    "agent.planner.iterations": integer(1),
-    "agent.planner.num_samples": integer(1),
-    "agent.planner.num_elites": integer(1),
-    "agent.planner.num_pi_trajs": integer(0),
-    "agent.planner.temperature": POSITIVE,
-    "agent.planner.min_std": POSITIVE,
-    "agent.planner.max_std": POSITIVE,
-}
-
-
-def _lookup(cfg: Mapping, dotted: str) -> list[tuple[str, Any]]:
-    """``(key, value)`` pairs a dotted rule key names in ``cfg`` (``*`` expands one mapping level)."""
-    found = [("", cfg)]
-    for part in dotted.split("."):
-        nxt = []
-        for prefix, node in found:
-            if not isinstance(node, Mapping):
-                continue
-            keys = list(node) if part == "*" else [part] if part in node else []
-            nxt += [(f"{prefix}.{k}" if prefix else str(k), node[k]) for k in keys]
-        found = nxt
-    return found
-
-
-def check_values(cfg: Mapping) -> None:
-    """Raise ``ValueError`` listing every setting outside its range (see :data:`RULES`)."""
-    errors = []
-    for dotted, rule in RULES.items():
-        for key, value in _lookup(cfg, dotted):
-            need = rule(value)
-            if need:
-                errors.append(f"{key}={value!r}: must be {need}")
-    a, bins = cfg.get("agent", {}), cfg.get("two_hot", {})
-    if isinstance(bins.get("vmin"), (int, float)) and isinstance(bins.get("vmax"), (int, float)) and not bins["vmin"] < bins["vmax"]:
-        errors.append(f"two_hot.vmin={bins['vmin']!r}, two_hot.vmax={bins['vmax']!r}: need vmin < vmax")
-    p = a.get("planner", {})
-    if isinstance(p.get("num_elites"), int) and isinstance(p.get("num_samples"), int) and p["num_elites"] > p["num_samples"]:
-        errors.append(f"agent.planner.num_elites={p['num_elites']}: must be <= agent.planner.num_samples={p['num_samples']}")
-    if isinstance(p.get("min_std"), (int, float)) and isinstance(p.get("max_std"), (int, float)) and p["min_std"] > p["max_std"]:
-        errors.append(f"agent.planner.min_std={p['min_std']}: must be <= agent.planner.max_std={p['max_std']}")
-    if errors:
-        raise ValueError("bad config values (nothing was run):\n  " + "\n  ".join(errors))
-
 
 def flat_keys(cfg: Any, prefix: str = "") -> set[str]:
     """Every dotted leaf key of a nested mapping (an empty mapping counts as a leaf)."""

@@ -18,6 +18,7 @@ from agent.data.collection import RepeatedRandomPolicy
 from agent.run.checkpoint import Checkpoint, CheckpointError
 from agent.run.common import aux_data_keys, deadline, obs_info
 from agent.run.evaluate import batched, evaluate
+from agent.run.settings import OnlineSettings
 from agent.run.skeleton import RunSkeleton
 from envs import make_env
 
@@ -32,33 +33,33 @@ class OnlineTrainer(RunSkeleton):
     a resume rebuilds it by replaying the run's actions), ``eval/step_<n>.json``.
     """
 
+    s: OnlineSettings
+
     def __init__(self, cfg: Any, run_dir: str | Path) -> None:
         super().__init__(cfg, run_dir)
-        c, a = self.cfg, self.cfg["agent"]
-        self.env = make_env(c, num_envs=1, seed=int(c["seed"]), device="cpu")
+        c, s, a = self.cfg, self.s, self.s.agent
+        self.env = make_env(c, num_envs=1, seed=s.seed, device="cpu")
         self.obs_key, obs_shape, action_dim = obs_info(self.env)
         self.agent = build_tdmpc_agent(c, obs_shape, action_dim, self.device)
-        self.horizon = int(a["horizon"])
-        self.aux_keys = aux_data_keys(self.agent.aux, self.env, c["task"]["name"])
-        length = episode_length(c["task"])
-        if c["task"]["suite"] == "counting" and self.horizon > 1:
+        self.horizon = a.horizon
+        self.aux_keys = aux_data_keys(self.agent.aux, self.env, s.task["name"])
+        length = episode_length(s.task)
+        if s.task["suite"] == "counting" and self.horizon > 1:
             raise ValueError(
                 f"agent.horizon={self.horizon} on the counting task: episodes can end after 1 step and the "
                 f"slice sampler drops episodes shorter than the horizon (the fast successes); use agent.horizon=1"
             )
-        self.seed_steps = int(a["seed_steps"]) if a["seed_steps"] is not None else max(1000, 5 * length)
-        self.pretrain_updates = int(a["pretrain_updates"]) if a.get("pretrain_updates") is not None else self.seed_steps
+        self.seed_steps = a.seed_steps if a.seed_steps is not None else max(1000, 5 * length)
+        self.pretrain_updates = a.pretrain_updates if a.pretrain_updates is not None else self.seed_steps
         self.buffer = ReplayBuffer(
-            int(c["data"]["buffer_size"]), self.horizon, int(c["batch_size"]), "episode",
-            obs_keys=self.aux_keys, step_keys=("reward", "terminated"), device=self.device, storage_device=c["data"]["device"],
+            s.data.buffer_size, self.horizon, s.batch_size, "episode",
+            obs_keys=self.aux_keys, step_keys=("reward", "terminated"), device=self.device, storage_device=s.data.device,
         )  # fmt: skip
         self.signature = tdmpc_signature(c, obs_shape, action_dim)
         spec = self.env.action_spec.space
         self.random_policy = RepeatedRandomPolicy(
-            spec.low, spec.high, int(c["data"]["action_hold"]), seed=int(c["seed"]), carry=bool(c["data"]["hold_across_resets"])
+            spec.low, spec.high, s.data.action_hold, seed=s.seed, carry=s.data.hold_across_resets
         )
-        if a["collect"] not in ("planner", "random"):
-            raise ValueError(f"unknown agent.collect {a['collect']!r}; expected 'planner' or 'random'")
         self.episode, self.pretrained = 0, False
         self.actions: list[torch.Tensor] = []  # every action taken, in order: a resume replays them
         self._td: TensorDict | None = None  # the env's current step (None: reset at the start of run)
@@ -71,7 +72,7 @@ class OnlineTrainer(RunSkeleton):
         Random actions are the paper's (uniform, held ``data.action_hold`` steps) when
         ``agent.collect=random``, else uniform each step (the seed steps).
         """
-        if random and self.cfg["agent"]["collect"] == "random":
+        if random and self.s.agent.collect == "random":
             return self.random_policy(td.clone())["action"]
         if random:
             return self.env.action_spec.rand()
@@ -128,12 +129,12 @@ class OnlineTrainer(RunSkeleton):
 
     def run(self) -> dict[str, float]:
         """Train for ``agent.total_steps`` env steps; returns the last evaluation."""
-        c, a = self.cfg, self.cfg["agent"]
-        total, random_collect = int(a["total_steps"]), a["collect"] == "random"
+        s, a = self.s, self.s.agent
+        total, random_collect = a.total_steps, a.collect == "random"
         td, last_eval = self._td if self._td is not None else self.env.reset(), {}
         bar = self.progress(total, "online")
         t0, steps0 = time.perf_counter(), self.step
-        stop_at = deadline(c.get("time_limit"), t0)
+        stop_at = deadline(s.time_limit, t0)
         try:
             while self.step < total:
                 action = self._act(td, self.step < self.seed_steps or random_collect)
@@ -147,14 +148,14 @@ class OnlineTrainer(RunSkeleton):
                 self.step += 1
                 bar.update(1)
                 if stop_at is not None and time.perf_counter() >= stop_at:
-                    log.info("time_limit of %s min reached at step %d of %d: evaluating and saving", c["time_limit"], self.step, total)
+                    log.info("time_limit of %s min reached at step %d of %d: evaluating and saving", s.time_limit, self.step, total)
                     total = self.step  # the last step: evaluated and saved as the end of the run
                 if bool(stepped["next", "done"].any()):
                     self.logger.log(self.step, {"train/episode_return": self._ep_return}, table="episodes")
                     self.episode, self._ep_return = self.episode + 1, 0.0
                     self.agent.planner.reset()
-                if self.step >= self.seed_steps and len(self.buffer) >= max(self.horizon * 4, int(c["batch_size"])):
-                    n = int(a["updates_per_step"])
+                if self.step >= self.seed_steps and len(self.buffer) >= max(self.horizon * 4, s.batch_size):
+                    n = a.updates_per_step
                     if not self.pretrained:  # TD-MPC2: a burst of updates on the seed data, once
                         n, self.pretrained = max(n, self.pretrain_updates), True
                     for _ in range(n):
@@ -162,11 +163,11 @@ class OnlineTrainer(RunSkeleton):
                             metrics = self.agent.update(self.buffer.sample())
                         except NonFiniteLossError as err:
                             raise self.stopped(err) from err
-                    if self.step % int(c["log"]["every"]) == 0:
+                    if self.step % s.log.every == 0:
                         rate = (self.step - steps0) / (time.perf_counter() - t0)
                         row = self.logger.log(self.step, {**metrics, "perf/env_steps_per_s": rate})
                         bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in row.items() if k.startswith("loss/")})
-                if self.step % int(a["eval_every"]) == 0 or self.step == total:
+                if self.step % a.eval_every == 0 or self.step == total:
                     last_eval = self.evaluate()
                     self.save()
             return last_eval
@@ -176,9 +177,8 @@ class OnlineTrainer(RunSkeleton):
 
     def evaluate(self) -> dict[str, float]:
         """Evaluation episodes on an env seeded by the step (so a resumed run evaluates as an unbroken one)."""
-        c = self.cfg
-        eval_env = make_env(c, num_envs=1, seed=int(c["seed"]) + 10_000 + self.step, device="cpu")
-        out = evaluate(self.agent, eval_env, self.obs_key, int(c["agent"]["eval_episodes"]))
+        eval_env = make_env(self.cfg, num_envs=1, seed=self.s.seed + 10_000 + self.step, device="cpu")
+        out = evaluate(self.agent, eval_env, self.obs_key, self.s.agent.eval_episodes)
         eval_env.close()
         self.logger.log(self.step, {"eval/return": out["return_mean"], "eval/success": out["success_rate"]}, table="eval")
         path = self.run_dir / "eval" / f"step_{self.step:07d}.json"

@@ -24,6 +24,7 @@ from agent.data.buffer import ReplayBuffer
 from agent.data.collection import TRAJ_KEY, RepeatedRandomPolicy, make_collector
 from agent.run.checkpoint import Checkpoint
 from agent.run.common import aux_data_keys, deadline, obs_info
+from agent.run.settings import RepresentationSettings
 from agent.run.skeleton import RunSkeleton
 from envs import make_env
 
@@ -37,9 +38,11 @@ class Trainer(RunSkeleton):
     the final ``analysis/`` (``metrics.json``, ``pca.png``, ``heatmap.png``, ``reconstructions.png``).
     """
 
+    s: RepresentationSettings
+
     def __init__(self, cfg: Any, run_dir: str | Path) -> None:
         super().__init__(cfg, run_dir)
-        c, d = self.cfg, self.cfg["data"]
+        c, s, d = self.cfg, self.s, self.s.data
         if c["task"]["suite"] == "counting" and c["task"].get("obs_type", "pixels") != "pixels":
             raise ValueError(
                 "the representation job analyses a pixel encoder on the counting frames; task.obs_type=state "
@@ -47,20 +50,20 @@ class Trainer(RunSkeleton):
             )
         if c["task"]["suite"] == "counting":
             check_analysis(c["analysis"])
-        self.env = make_env(c, num_envs=int(d["num_envs"]), seed=int(c["seed"]), device=d["device"])
+        self.env = make_env(c, num_envs=d.num_envs, seed=s.seed, device=d.device)
         self.obs_key, self.obs_shape, self.action_dim = obs_info(self.env)
         self.agent: PJEPAAgent = build_agent(c, self.obs_shape, self.action_dim, self.device)
         self.signature = signature(c, self.obs_shape, self.action_dim)
-        self.horizon = int(c["horizon"])
+        self.horizon = s.horizon
         self.data_keys = self._data_keys()
         spec = self.env.action_spec
         policy = RepeatedRandomPolicy(
-            spec.space.low, spec.space.high, int(d["action_hold"]), seed=int(c["seed"]), carry=bool(d["hold_across_resets"])
+            spec.space.low, spec.space.high, d.action_hold, seed=s.seed, carry=d.hold_across_resets
         )
-        self.collector = make_collector(self.env, policy, int(d["frames_per_collect"]))
+        self.collector = make_collector(self.env, policy, d.frames_per_collect)
         self.buffer = ReplayBuffer(
-            int(d["buffer_size"]), self.horizon, int(c["batch_size"]), TRAJ_KEY, obs_keys=self.data_keys,
-            device=self.device, storage_device=d["device"],
+            d.buffer_size, self.horizon, s.batch_size, TRAJ_KEY, obs_keys=self.data_keys,
+            device=self.device, storage_device=d.device,
         )  # fmt: skip
         self.frames = 0
         self._sets = None  # (monitoring, held-out) sets, rendered at the first analysis
@@ -69,7 +72,7 @@ class Trainer(RunSkeleton):
 
     def _data_keys(self) -> tuple[str, ...]:
         """Per-observation keys the batch needs beyond ``obs``; checked against the env's specs."""
-        keys = list(aux_data_keys(self.agent.aux, self.env, self.cfg["task"]["name"]))
+        keys = list(aux_data_keys(self.agent.aux, self.env, self.s.task["name"]))
         if "count" in self.env.observation_spec.keys():
             keys.append("count")
         return tuple(keys)
@@ -109,16 +112,16 @@ class Trainer(RunSkeleton):
     # ------------------------------------------------------------------ analysis
     def analyse(self, out_dir: Path) -> dict[str, float | None]:
         """The representation analysis (counting task only), logged as a row of ``repr.csv``."""
-        if self.cfg["task"]["suite"] != "counting":
+        if self.s.task["suite"] != "counting":
             return {}
         if self._sets is None:
-            self._sets = analysis_sets(self.cfg["task"], self.cfg["analysis"])
+            self._sets = analysis_sets(self.s.task, self.cfg["analysis"])
         probe = self.agent.probe
         decode = None
         if probe is not None:
             decode = lambda z: probe(z.to(self.device))  # noqa: E731
         title = f"{self.label()} / step {self.step}"
-        metrics = analyse(self.agent.encode, *self._sets, out_dir, decode, title, extra=self.premises(), task=self.cfg["task"])
+        metrics = analyse(self.agent.encode, *self._sets, out_dir, decode, title, extra=self.premises(), task=self.s.task)
         self.logger.log(self.step, {f"repr/{k}": float("nan") if v is None else v for k, v in metrics.items()}, table="repr")
         return metrics
 
@@ -131,7 +134,7 @@ class Trainer(RunSkeleton):
         if len(self.buffer) == 0:  # data.seed_frames=0: nothing collected yet
             return {"consistency_residual": None, "aux_residual": None}
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.cfg["seed"]) + self.step)
+            torch.manual_seed(self.s.seed + self.step)
             batch = self.sample()
         aux, was = self.agent.aux, self.agent.training
         targets = aux.targets(batch)  # [H+1, B, ...]: the residual uses the first step
@@ -144,26 +147,26 @@ class Trainer(RunSkeleton):
 
     def label(self) -> str:
         """``<aux>-<routing>`` of this run, for figure legends."""
-        return f"{self.cfg['aux'].get('_target_', '').split('.')[-1]}-{self.cfg['routing']}"
+        return f"{self.s.aux.get('_target_', '').split('.')[-1]}-{self.s.routing}"
 
     # ------------------------------------------------------------------ loop
     def run(self) -> dict[str, float]:
         """Train to ``cfg.steps`` updates; returns the final analysis metrics."""
-        c, d = self.cfg, self.cfg["data"]
-        total, log_every = int(c["steps"]), int(c["log"]["every"])
-        ckpt_every, analysis_every = int(c["checkpoint"]["every"]), int(c["analysis"]["every"])
-        probe_every, probe_loss = int(c["probe"]["every"]), None
+        s, d = self.s, self.s.data
+        total, log_every = s.steps, s.log.every
+        ckpt_every, analysis_every = s.checkpoint.every, s.analysis.every
+        probe_every, probe_loss = s.probe.every, None
         if self.frames == 0:
-            self.collect(int(d["seed_frames"]))
+            self.collect(d.seed_frames)
         bar = self.progress(total, "train")
         t0, steps0 = time.perf_counter(), self.step
-        stop_at = deadline(c.get("time_limit"), t0)
+        stop_at = deadline(s.time_limit, t0)
         try:
             if analysis_every > 0 and self.step == 0:  # the curve's first point: the initial encoder
                 self.analyse(self.run_dir / "analysis" / "step_0000000")
             while self.step < total:
-                if self.step % int(d["collect_every"]) == 0:
-                    self.collect(int(d["frames_per_collect"]))
+                if self.step % d.collect_every == 0:
+                    self.collect(d.frames_per_collect)
                 try:
                     metrics = self.agent.update(self.sample(), train_probe=self.step % probe_every == 0)
                 except NonFiniteLossError as err:
@@ -175,7 +178,7 @@ class Trainer(RunSkeleton):
                 self.step += 1
                 bar.update(1)
                 if stop_at is not None and time.perf_counter() >= stop_at:
-                    log.info("time_limit of %s min reached at step %d of %d: saving and analysing", c["time_limit"], self.step, total)
+                    log.info("time_limit of %s min reached at step %d of %d: saving and analysing", s.time_limit, self.step, total)
                     total = self.step  # the last step: logged, saved and analysed as the end of the run
                 if self.step % log_every == 0 or self.step == total:
                     rate = (self.step - steps0) / (time.perf_counter() - t0)

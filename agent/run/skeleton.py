@@ -23,8 +23,8 @@ from agent.agents.update import (
 )
 from agent.run.checkpoint import Checkpoint, Checkpointer, check_signature
 from agent.run.common import resolve_device, rng_state, seed_everything, set_rng_state
-from agent.run.config import check_values
 from agent.run.logger import Logger
+from agent.run.settings import OnlineSettings, RepresentationSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +38,20 @@ class RunSkeleton:
 
     agent: Any
     signature: dict
+    s: RepresentationSettings | OnlineSettings
 
     def __init__(self, cfg: Any, run_dir: str | Path) -> None:
-        self.cfg = to_dict(cfg)
-        check_values(self.cfg)
+        self.cfg = to_dict(cfg)  # plain: saved in checkpoints, handed to the env / agent builders
+        self.s = load_settings(self.cfg)  # typed and range-checked: what the loops read
         check_preset(self.cfg)
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.device = resolve_device(self.cfg["device"])
-        resolve_device(self.cfg["data"]["device"], "data.device")  # where the buffer stores: checked before any work
-        if self.cfg.get("threads") is not None:
-            torch.set_num_threads(int(self.cfg["threads"]))
-        seed_everything(int(self.cfg["seed"]))
-        self.checkpointer = Checkpointer(self.ckpt_dir, int(self.cfg["checkpoint"]["keep"]))
+        self.device = resolve_device(self.s.device)
+        resolve_device(self.s.data.device, "data.device")  # where the buffer stores: checked before any work
+        if self.s.threads is not None:
+            torch.set_num_threads(self.s.threads)
+        seed_everything(self.s.seed)
+        self.checkpointer = Checkpointer(self.ckpt_dir, self.s.checkpoint.keep)
         self.step = 0
         self.logger: Logger | None = None
 
@@ -78,7 +79,7 @@ class RunSkeleton:
 
     def resume(self) -> bool:
         """Continue from the newest complete checkpoint, if any (``resume=false`` never overwrites one)."""
-        if not self.cfg.get("resume", True):
+        if not self.s.resume:
             self.checkpointer.refuse_fresh_start()
             return False
         data = self.checkpointer.latest()
@@ -100,15 +101,15 @@ class RunSkeleton:
     # ------------------------------------------------------------------ logging
     def open_logger(self, resumed: bool) -> Logger:
         """The run's CSV / TensorBoard logger (rows past the checkpoint dropped on resume)."""
-        log_cfg = self.cfg["log"]
+        lg = self.s.log
         sink = None
-        if log_cfg.get("wandb"):
+        if lg.wandb:
             from agent.run.wandb_log import WandbSink
 
-            sink = WandbSink(self.run_dir, self.cfg, log_cfg["wandb_mode"], log_cfg["wandb_project"])
-        self.logger = Logger(self.run_dir, tensorboard=bool(log_cfg["tensorboard"]), resume_step=self.step if resumed else None, sink=sink)
+            sink = WandbSink(self.run_dir, self.cfg, lg.wandb_mode, lg.wandb_project)
+        self.logger = Logger(self.run_dir, tensorboard=lg.tensorboard, resume_step=self.step if resumed else None, sink=sink)
         return self.logger
 
     def progress(self, total: int, desc: str) -> tqdm:
         """A progress bar from the current step (off with ``log.progress=false``)."""
-        return tqdm(total=total, initial=self.step, disable=not self.cfg["log"]["progress"], dynamic_ncols=True, desc=desc)
+        return tqdm(total=total, initial=self.step, disable=not self.s.log.progress, dynamic_ncols=True, desc=desc)
