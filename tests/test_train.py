@@ -227,3 +227,41 @@ def test_resumed_table_gains_the_columns_a_newer_version_logs(tmp_path):
     assert (tmp_path / "repr.csv").read_text().splitlines() == ["step,a,b", "1,1.0,", "2,2.0,3.0"]
     with pytest.raises(KeyError, match="were not in the first logged row"):
         again.log(3, {"a": 1.0, "c": 1.0}, table="repr")
+
+
+def test_lr_schedule_values():
+    from agent.agents.update import lr_scale
+
+    assert lr_scale("constant", 7, 10, 0.1) == 1.0
+    assert [round(lr_scale("cosine", k, 5, 0.1), 6) for k in range(6)] == [1.0, 0.868198, 0.55, 0.231802, 0.1, 0.1]
+    with pytest.raises(ValueError, match="unknown lr schedule 'step'"):
+        lr_scale("step", 0, 5, 0.1)
+
+
+def test_cosine_schedule_sets_each_update_and_survives_a_kill(tiny_cfg, tmp_path):
+    """Every update runs at base x lr_scale(step); a run killed after its checkpoint goes on where it was."""
+    from agent.agents.update import lr_scale
+
+    cfg = ("steps=12", "analysis.every=0", "optim.schedule=cosine", "optim.min_lr_scale=0.2", "optim.enc_lr_scale=0.5")
+    seen: list[tuple[float, float]] = []
+
+    def recording(trainer, kill_after=None):
+        real = trainer.agent.update
+
+        def update(batch, train_probe=True):
+            if kill_after is not None and len(seen) == kill_after:
+                raise KeyboardInterrupt  # killed after the step-6 checkpoint
+            seen.append(tuple(g["lr"] for g in trainer.agent.optim.param_groups[:2]))
+            return real(batch, train_probe)
+
+        trainer.agent.update = update
+        return trainer
+
+    with pytest.raises(KeyboardInterrupt):
+        recording(Trainer(tiny_cfg(*cfg), tmp_path), kill_after=6).run()
+    resumed = recording(Trainer(tiny_cfg(*cfg), tmp_path))
+    assert resumed.step == 6
+    resumed.run()
+    expected = [lr * lr_scale("cosine", k, 12, 0.2) for k in range(12) for lr in (1.5e-4, 3e-4)]
+    assert [lr for pair in seen for lr in pair] == pytest.approx(expected)
+    assert seen[-1] == pytest.approx((1.5e-4 * 0.2, 3e-4 * 0.2))

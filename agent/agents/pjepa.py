@@ -84,6 +84,7 @@ class PJEPAAgent(nn.Module):
         if trainable:
             groups.append({"params": trainable})
         self.optim = torch.optim.Adam(groups, lr=cfg.lr, eps=cfg.eps)
+        self._base_lrs = [g["lr"] for g in self.optim.param_groups]  # what set_lr_scale multiplies
         self.probe_optim = torch.optim.Adam(self.probe.parameters(), lr=cfg.probe_lr) if self.probe else None
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D conv weights only; the rest is unchanged
@@ -139,6 +140,11 @@ class PJEPAAgent(nn.Module):
             optimizer_step(self.probe_optim, probe_loss, float("inf"), "decoder-probe")
             metrics["loss/probe"] = probe_loss.detach()
         return metrics
+
+    def set_lr_scale(self, scale: float) -> None:
+        """Every world-model parameter group at ``scale`` x its configured rate (the probe's stays)."""
+        for group, base in zip(self.optim.param_groups, self._base_lrs):
+            group["lr"] = base * scale
 
     @torch.no_grad()
     def encode(self, obs: Tensor) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -48,6 +49,24 @@ def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
     optim.load_state_dict(state)
     for group, values in zip(optim.param_groups, own):
         group.update(values)
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_scale(schedule: str, step: int, total: int, min_scale: float) -> float:
+    """The learning-rate multiplier of update ``step`` (0-based) of ``total``.
+
+    ``constant``: 1. ``cosine``: from 1 at the first update to ``min_scale`` at the last, half a
+    cosine (after ``total``, e.g. a run resumed with more steps, it stays at ``min_scale``).
+    A function of the step alone, so a resumed run sets the rate an unbroken one had.
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"unknown lr schedule {schedule!r}; expected one of {LR_SCHEDULES}")
+    frac = min(step / max(total - 1, 1), 1.0)
+    return min_scale + (1.0 - min_scale) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 def check_finite_weights(named: Iterable[tuple[str, Tensor]]) -> None:

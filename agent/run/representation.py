@@ -11,7 +11,7 @@ import torch
 
 from agent.agents.factory import build_agent, signature
 from agent.agents.pjepa import PJEPAAgent
-from agent.agents.update import NonFiniteLossError
+from agent.agents.update import NonFiniteLossError, lr_scale
 from agent.analysis.bisim import premise_residuals
 from agent.analysis.monitor import (
     analyse,
@@ -167,6 +167,7 @@ class Trainer(RunSkeleton):
             while self.step < total:
                 if self.step % d.collect_every == 0:
                     self.collect(d.frames_per_collect)
+                self.agent.set_lr_scale(lr_scale(s.optim.schedule, self.step, s.steps, s.optim.min_lr_scale))
                 try:
                     metrics = self.agent.update(self.sample(), train_probe=self.step % probe_every == 0)
                 except NonFiniteLossError as err:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar, get_type_hints
 
+from agent.agents.update import LR_SCHEDULES
 from agent.run.config import NON_NEGATIVE, POSITIVE, Rule, choice, integer, number
 
 BOOL = choice(True, False)
@@ -103,6 +104,8 @@ class RunSettings:
 @dataclass(frozen=True, kw_only=True)
 class RepOptim(Optim):
     enc_lr_scale: float = setting("encoder learning-rate multiplier", NON_NEGATIVE)
+    schedule: str = setting("constant | cosine (to min_lr_scale x lr at the last of `steps`)", choice(*LR_SCHEDULES), default="constant")
+    min_lr_scale: float = setting("the cosine schedule's final multiplier", number(0, 1), default=0.1)
 
 
 @dataclass(frozen=True, kw_only=True)
