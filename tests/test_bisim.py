@@ -94,3 +94,17 @@ def test_analysis_with_no_seed_data_and_more_objects(tiny_cfg, tmp_path):
     from agent.analysis.monitor import count_classes
 
     assert len(set(count_classes({"max_objects": 10, "target": 4, "reward_type": "dense"}))) == 11
+
+
+def test_analysis_without_a_same_class_pair_reports_no_collapse_value(tmp_path):
+    """A held-out set too small to hold two observations of one count: the metric is null, not a crash."""
+    import torch
+
+    from agent.analysis.monitor import analyse, monitoring_set
+
+    pixels, counts = monitoring_set(None, 12, 10000)
+    order = torch.argsort(counts)
+    pick = torch.stack([order[0], order[-1]])
+    assert counts[pick[0]] != counts[pick[1]]
+    metrics = analyse(lambda x: x.float().flatten(1)[:, ::97], monitoring_set(None, 32, 42), (pixels[pick], counts[pick]), tmp_path)
+    assert metrics["unhealthy_collapse"] is None

@@ -109,7 +109,9 @@ def analyse(
         z = encode(pixels).float().cpu()
         z_out = encode(pixels_out).float().cpu()
         metrics: dict[str, float | None] = dict(representation_metrics(z, counts, z_out, counts_out))
-        metrics["unhealthy_collapse"] = unhealthy_collapse(z_out.numpy(), count_classes(task)[counts_out.numpy()])
+        classes = count_classes(task)[counts_out.numpy()]
+        repeated = len(set(classes.tolist())) < len(classes)  # a same-class pair to measure against (a tiny set may lack one)
+        metrics["unhealthy_collapse"] = unhealthy_collapse(z_out.numpy(), classes) if repeated else None
         metrics.update(extra or {})
         recon = None
         if decode is not None:
