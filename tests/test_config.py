@@ -9,8 +9,13 @@ import pytest
 
 from agent.agents.factory import to_dict
 from agent.run.config import check_keys
-from agent.run.settings import OnlineSettings, RepresentationSettings, documented, load_settings
 from agent.run.representation import Trainer
+from agent.run.settings import (
+    OnlineSettings,
+    RepresentationSettings,
+    documented,
+    load_settings,
+)
 from tests.conftest import ROOT, compose_cfg
 
 

@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from agent.agents.pjepa import PJEPAAgent, UpdateConfig
-from agent.agents.update import ADAM_EPS
 from agent.agents.tdmpc import TDMPCAgent, TDMPCConfig
+from agent.agents.update import ADAM_EPS
 from agent.auxiliary import AuxTask
 from agent.models.heads import discount_from_episode_length
 from agent.models.tdmpc import TDMPCModel

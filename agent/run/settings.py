@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar, get_type_hints
 
-from agent.agents.update import LR_SCHEDULES
+from agent.agents.update import ADAM_EPS, LR_SCHEDULES
 from agent.run.config import NON_NEGATIVE, POSITIVE, Rule, choice, integer, number
 
 BOOL = choice(True, False)
@@ -49,7 +49,7 @@ class TwoHot:
 @dataclass(frozen=True, kw_only=True)
 class Optim:
     lr: float = setting("Adam learning rate of the world model (and aux head)", POSITIVE)
-    eps: float = setting("Adam's epsilon", POSITIVE, default=1e-8)
+    eps: float = setting("Adam's epsilon", POSITIVE, default=ADAM_EPS)
     grad_clip: float = setting("max global gradient norm", POSITIVE)
 
 
