@@ -172,3 +172,28 @@ def test_resume_trains_with_the_configs_optimiser_settings(tiny_cfg, tmp_path):
     assert {g["eps"] for g in groups} == {1e-6}
     steps = {float(s["step"]) for s in trainer.agent.optim.state.values()}
     assert steps == {6.0}  # the moments came back with the checkpoint
+
+
+def test_a_saved_config_is_converted_like_a_new_one(tiny_cfg, tmp_path):
+    """The loaders build from the saved config's typed settings: a value out of range there is a
+    CheckpointError naming it; a TD-MPC2 config from before ``two_hot`` (bins under ``agent``) loads."""
+    from agent.agents.factory import build_tdmpc_agent, load_online_agent, tdmpc_signature, to_dict
+
+    Trainer(tiny_cfg("steps=2", "analysis.every=0"), tmp_path).run()
+    def plain(d: dict) -> dict:
+        return {k: plain(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+    data = plain(load_checkpoint(tmp_path / "checkpoints" / "last.pt"))
+    data["config"]["optim"]["lr"] = -1.0
+    save_checkpoint(tmp_path / "bad.pt", data)
+    with pytest.raises(CheckpointError, match=r"(?s)does not convert.*optim.lr=-1.0: must be"):
+        load(tmp_path / "bad.pt")
+
+    cfg = to_dict(tiny_cfg("agent=tdmpc2", "task=gym/Pendulum-v1", "two_hot.num_bins=51"))
+    agent = build_tdmpc_agent(cfg, (3,), 1)
+    legacy = {**cfg, "agent": {**cfg["agent"], **cfg["two_hot"]}}
+    del legacy["two_hot"]
+    save_checkpoint(tmp_path / "old.pt", {"step": 0, "config": legacy, "signature": tdmpc_signature(cfg, (3,), 1), "agent": agent.state_dict()})
+    loaded, _ = load_online_agent(tmp_path / "old.pt")
+    assert loaded.model.num_bins == 51
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), agent.state_dict().values()))

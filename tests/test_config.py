@@ -37,6 +37,8 @@ from tests.conftest import ROOT, compose_cfg
         (["agent=tdmpc2", "agent.planner.num_elites=600"], "num_elites=600: must be <= agent.planner.num_samples=512"),
         (["agent=tdmpc2", "two_hot.vmin=5", "two_hot.vmax=5"], "two_hot.vmin=5.*need vmin < vmax"),
         (["two_hot.num_bins=1"], "two_hot.num_bins=1: must be an integer >= 2"),
+        (["optim.schedule=step"], "optim.schedule=step needs optim.drop_at"),
+        (["optim.schedule=step", "optim.drop_at=0"], "optim.drop_at=0: must be an integer >= 1"),
     ],
 )
 def test_out_of_range_values_are_refused(overrides, message):

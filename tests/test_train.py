@@ -234,7 +234,10 @@ def test_lr_schedule_values():
 
     assert lr_scale("constant", 7, 10, 0.1) == 1.0
     assert [round(lr_scale("cosine", k, 5, 0.1), 6) for k in range(6)] == [1.0, 0.868198, 0.55, 0.231802, 0.1, 0.1]
-    with pytest.raises(ValueError, match="unknown lr schedule 'step'"):
+    assert [lr_scale("step", k, 5, 0.3, drop_at=3) for k in range(6)] == [1.0, 1.0, 1.0, 0.3, 0.3, 0.3]
+    with pytest.raises(ValueError, match="unknown lr schedule 'linear'"):
+        lr_scale("linear", 0, 5, 0.1)
+    with pytest.raises(ValueError, match="needs drop_at"):
         lr_scale("step", 0, 5, 0.1)
 
 

@@ -1,9 +1,16 @@
-"""Build the agent from a run config (Hydra ``instantiate`` is the registry of auxiliary tasks)."""
+"""Build, sign and load either agent from a run config (Hydra ``instantiate`` is the registry of auxiliary tasks).
+
+The builders take the run's typed settings (:mod:`agent.run.settings`; a plain or Hydra config is
+converted, and checked, on the way in), so every value they read is already of its type and range.
+A checkpoint's saved config goes through the same conversion: one that no longer converts is a
+:class:`CheckpointError` naming what is wrong.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from dataclasses import asdict
+from typing import Any, TypeVar
 
 import torch
 from hydra.errors import InstantiationException
@@ -12,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from agent.agents.pjepa import PJEPAAgent, UpdateConfig
 from agent.agents.tdmpc import TDMPCAgent, TDMPCConfig
-from agent.agents.update import ADAM_EPS
 from agent.auxiliary import AuxTask
 from agent.models.heads import discount_from_episode_length
 from agent.models.tdmpc import TDMPCModel
@@ -23,7 +29,10 @@ from agent.run.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
+from agent.run.settings import OnlineSettings, RepresentationSettings, RunSettings, load_settings
 from planner.mppi import MPPIConfig
+
+Settings = TypeVar("Settings", RepresentationSettings, OnlineSettings)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -62,37 +71,44 @@ def build_aux(aux_cfg: Any, latent_dim: int, obs_shape: tuple[int, ...]) -> AuxT
     return aux
 
 
+def settings_of(cfg: Any, job: type[Settings]) -> Settings:
+    """``cfg`` as ``job``'s typed settings (converted and range-checked unless it already is)."""
+    s = cfg if isinstance(cfg, RunSettings) else load_settings(to_dict(cfg))
+    if not isinstance(s, job):
+        raise ValueError(f"this builder needs {job.__name__}, got a config of {type(s).__name__} (agent={s.agent!r})")
+    return s
+
+
 def update_config(cfg: Any) -> UpdateConfig:
-    """The plain-valued :class:`UpdateConfig` from a run config."""
-    c = to_dict(cfg)
+    """The :class:`UpdateConfig` of a representation-job config (or its settings)."""
+    s = settings_of(cfg, RepresentationSettings)
+    o, p = s.optim, s.probe
     return UpdateConfig(
-        routing=c["routing"],
-        detach_target=bool(c["detach_target"]),
-        rho=float(c["rho"]),
-        loss_scales={k: float(v) for k, v in c["loss_scales"].items()},
-        lr=float(c["optim"]["lr"]),
-        eps=float(c["optim"].get("eps", ADAM_EPS)),  # checkpoints from before optim.eps used Adam's default
-        enc_lr_scale=float(c["optim"]["enc_lr_scale"]),
-        grad_clip=float(c["optim"]["grad_clip"]),
-        probe=bool(c["probe"]["enabled"]),
-        probe_lr=float(c["probe"]["lr"]),
-        probe_batch=int(c["probe"]["batch_size"]),
-        precision=c["perf"]["precision"],
-        channels_last=bool(c["perf"]["channels_last"]),
-        compile=bool(c["perf"].get("compile", False)),
-    )
+        routing=s.routing, detach_target=s.detach_target, rho=s.rho, loss_scales=dict(s.loss_scales),
+        lr=o.lr, eps=o.eps, enc_lr_scale=o.enc_lr_scale, grad_clip=o.grad_clip,
+        probe=p.enabled, probe_lr=p.lr, probe_batch=p.batch_size,
+        precision=s.perf.precision, channels_last=s.perf.channels_last, compile=s.perf.compile,
+    )  # fmt: skip
+
+
+def build_world_model(model: dict, obs_shape: tuple[int, ...], action_dim: int) -> WorldModel:
+    """The world model a ``configs/model/*.yaml`` preset describes (its ``name`` is a label)."""
+    kwargs = {k: v for k, v in model.items() if k != "name"}
+    try:
+        return WorldModel(obs_shape=obs_shape, action_dim=action_dim, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad model preset {sorted(kwargs)}: {err}") from err
 
 
 def build_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, device: str | torch.device = "cpu") -> PJEPAAgent:
-    """World model (``cfg.model``), aux task (``cfg.aux``) and update settings -> agent on ``device``."""
-    model_cfg = to_dict(cfg["model"])
-    model_cfg.pop("name", None)
-    try:
-        wm = WorldModel(obs_shape=obs_shape, action_dim=action_dim, **model_cfg)
-    except TypeError as err:
-        raise ValueError(f"bad model preset {sorted(model_cfg)}: {err}") from err
-    aux = build_aux(cfg["aux"], wm.latent_dim, wm.obs_shape)
-    return PJEPAAgent(wm, aux, update_config(cfg)).to(device)
+    """World model (``model``), aux task (``aux``) and update settings -> agent on ``device``.
+
+    ``cfg``: a representation-job config or its :class:`RepresentationSettings`.
+    """
+    s = settings_of(cfg, RepresentationSettings)
+    wm = build_world_model(s.model, obs_shape, action_dim)
+    aux = build_aux(s.aux, wm.latent_dim, wm.obs_shape)
+    return PJEPAAgent(wm, aux, update_config(s)).to(device)
 
 
 def signature(cfg: Any, obs_shape: tuple[int, ...], action_dim: int) -> dict:
@@ -120,23 +136,23 @@ def episode_length(task: dict) -> int:
 
 
 def build_tdmpc_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, device: str | torch.device = "cpu") -> TDMPCAgent:
-    """The TD-MPC2 agent a run config describes (``cfg.agent`` holds the TD-MPC2 settings)."""
-    c = to_dict(cfg)
-    a, m = c["agent"], {k: v for k, v in c["model"].items() if k != "name"}
-    wm = WorldModel(obs_shape=obs_shape, action_dim=action_dim, **m)
+    """The TD-MPC2 agent an online-job config (or its :class:`OnlineSettings`) describes."""
+    s = settings_of(cfg, OnlineSettings)
+    a, bins = s.agent, s.two_hot
+    wm = build_world_model(s.model, obs_shape, action_dim)
     model = TDMPCModel(
-        wm, mlp_dim=m["mlp_dim"], num_q=a["num_q"], **two_hot(c), dropout=a["dropout"], episodic=c["task"]["suite"] == "counting",
+        wm, mlp_dim=s.model["mlp_dim"], num_q=a.num_q, num_bins=bins.num_bins, vmin=bins.vmin, vmax=bins.vmax,
+        dropout=a.dropout, episodic=s.task["suite"] == "counting",
     )  # fmt: skip
-    aux = build_aux(c["aux"], wm.latent_dim, wm.obs_shape)
+    aux = build_aux(s.aux, wm.latent_dim, wm.obs_shape)
     update = TDMPCConfig(
-        loss_scales={k: float(v) for k, v in a["loss_scales"].items()},
-        routing=c["routing"], detach_target=bool(c["detach_target"]), rho=float(c["rho"]),
-        discount=discount_from_episode_length(episode_length(c["task"])),
-        lr=float(c["optim"]["lr"]), eps=float(c["optim"].get("eps", ADAM_EPS)), enc_lr_scale=float(a["enc_lr_scale"]), grad_clip=float(c["optim"]["grad_clip"]),
-        pi_lr=float(a["pi_lr"]), entropy_coef=float(a["entropy_coef"]), tau=float(a["tau"]),
+        loss_scales=dict(a.loss_scales), routing=s.routing, detach_target=s.detach_target, rho=s.rho,
+        discount=discount_from_episode_length(episode_length(s.task)),
+        lr=s.optim.lr, eps=s.optim.eps, enc_lr_scale=a.enc_lr_scale, grad_clip=s.optim.grad_clip,
+        pi_lr=a.pi_lr, entropy_coef=a.entropy_coef, tau=a.tau,
     )  # fmt: skip
-    planner = MPPIConfig(horizon=int(a["horizon"]), gamma=update.discount, **a["planner"])
-    return TDMPCAgent(model, aux, update, planner, seed=int(c["seed"])).to(device)
+    planner = MPPIConfig(horizon=a.horizon, gamma=update.discount, **asdict(a.planner))
+    return TDMPCAgent(model, aux, update, planner, seed=s.seed).to(device)
 
 
 def tdmpc_signature(cfg: Any, obs_shape: tuple[int, ...], action_dim: int) -> dict:
@@ -156,6 +172,27 @@ def two_hot(c: dict) -> dict:
     return {k: bins[k] for k in ("num_bins", "vmin", "vmax")}
 
 
+def saved_settings(cfg: dict, ckpt: Path, job: type[Settings]) -> Settings:
+    """The typed settings of a config saved in ``ckpt`` (configs saved before ``two_hot`` existed kept
+    the bins under ``agent``: they are moved first)."""
+    if "two_hot" not in cfg and all(k in cfg.get("agent", {}) for k in ("num_bins", "vmin", "vmax")):
+        cfg = {**cfg, "two_hot": two_hot(cfg)}
+    if "name" not in (cfg.get("agent") or {}):  # the representation job's configs once had no agent group
+        cfg = {**cfg, "agent": {**(cfg.get("agent") or {}), "name": "pjepa"}}
+    try:
+        return settings_of(cfg, job)
+    except ValueError as err:
+        raise CheckpointError(f"the config saved in {ckpt} does not convert (made by an older version?): {err}") from err
+
+
+def load_weights(agent: torch.nn.Module, state: dict, ckpt: Path) -> None:
+    """Load ``state`` into ``agent``; weights that do not fit its config are a :class:`CheckpointError`."""
+    try:
+        agent.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"weights in {ckpt} do not fit its config: {err}") from err
+
+
 def load_online_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[TDMPCAgent, dict]:
     """A trained TD-MPC2 agent and its config from a run directory or checkpoint file."""
     ckpt = resolve_checkpoint(path)
@@ -163,11 +200,8 @@ def load_online_agent(path: str | Path, device: str | torch.device = "cpu") -> t
     sig, cfg = data["signature"], data["config"]
     if cfg.get("agent", {}).get("name") != "tdmpc2":
         raise CheckpointError(f"{ckpt} is not a TD-MPC2 (agent=tdmpc2) checkpoint")
-    agent = build_tdmpc_agent(cfg, tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
-    try:
-        agent.load_state_dict(data["agent"])
-    except RuntimeError as err:
-        raise CheckpointError(f"weights in {ckpt} do not fit its config: {err}") from err
+    agent = build_tdmpc_agent(saved_settings(cfg, ckpt, OnlineSettings), tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
+    load_weights(agent, data["agent"], ckpt)
     return agent, cfg
 
 
@@ -178,13 +212,7 @@ def load_pjepa_agent(path: str | Path, device: str | torch.device = "cpu") -> tu
     cfg, sig = data["config"], data["signature"]
     if cfg.get("agent", {}).get("name", "pjepa") != "pjepa":
         raise CheckpointError(f"{ckpt} is a {cfg['agent']['name']!r} checkpoint; load it with agent.agents.factory.load_online_agent")
-    try:
-        agent = build_agent(cfg, tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
-    except KeyError as err:
-        raise CheckpointError(f"the config saved in {ckpt} lacks {err} (made by an older version?)") from err
+    agent = build_agent(saved_settings(cfg, ckpt, RepresentationSettings), tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
     check_signature(sig, signature(cfg, tuple(sig["obs_shape"]), int(sig["action_dim"])), ckpt)
-    try:
-        agent.load_state_dict(data["agent"])
-    except RuntimeError as err:
-        raise CheckpointError(f"weights in {ckpt} do not fit its config: {err}") from err
+    load_weights(agent, data["agent"], ckpt)
     return agent, cfg, int(data["step"]), ckpt

@@ -51,18 +51,23 @@ def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
         group.update(values)
 
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "step")
 
 
-def lr_scale(schedule: str, step: int, total: int, min_scale: float) -> float:
+def lr_scale(schedule: str, step: int, total: int, min_scale: float, drop_at: int | None = None) -> float:
     """The learning-rate multiplier of update ``step`` (0-based) of ``total``.
 
     ``constant``: 1. ``cosine``: from 1 at the first update to ``min_scale`` at the last, half a
     cosine (after ``total``, e.g. a run resumed with more steps, it stays at ``min_scale``).
+    ``step``: 1 before update ``drop_at``, ``min_scale`` from it on.
     A function of the step alone, so a resumed run sets the rate an unbroken one had.
     """
     if schedule == "constant":
         return 1.0
+    if schedule == "step":
+        if drop_at is None:
+            raise ValueError("the step schedule needs drop_at (optim.drop_at: the update where the rate drops)")
+        return 1.0 if step < drop_at else min_scale
     if schedule != "cosine":
         raise ValueError(f"unknown lr schedule {schedule!r}; expected one of {LR_SCHEDULES}")
     frac = min(step / max(total - 1, 1), 1.0)

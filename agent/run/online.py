@@ -40,7 +40,7 @@ class OnlineTrainer(RunSkeleton):
         c, s, a = self.cfg, self.s, self.s.agent
         self.env = make_env(c, num_envs=1, seed=s.seed, device="cpu")
         self.obs_key, obs_shape, action_dim = obs_info(self.env)
-        self.agent = build_tdmpc_agent(c, obs_shape, action_dim, self.device)
+        self.agent = build_tdmpc_agent(s, obs_shape, action_dim, self.device)
         self.horizon = a.horizon
         self.aux_keys = aux_data_keys(self.agent.aux, self.env, s.task["name"])
         length = episode_length(s.task)

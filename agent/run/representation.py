@@ -52,7 +52,7 @@ class Trainer(RunSkeleton):
             check_analysis(c["analysis"])
         self.env = make_env(c, num_envs=d.num_envs, seed=s.seed, device=d.device)
         self.obs_key, self.obs_shape, self.action_dim = obs_info(self.env)
-        self.agent: PJEPAAgent = build_agent(c, self.obs_shape, self.action_dim, self.device)
+        self.agent: PJEPAAgent = build_agent(s, self.obs_shape, self.action_dim, self.device)
         self.signature = signature(c, self.obs_shape, self.action_dim)
         self.horizon = s.horizon
         self.data_keys = self._data_keys()
@@ -167,7 +167,7 @@ class Trainer(RunSkeleton):
             while self.step < total:
                 if self.step % d.collect_every == 0:
                     self.collect(d.frames_per_collect)
-                self.agent.set_lr_scale(lr_scale(s.optim.schedule, self.step, s.steps, s.optim.min_lr_scale))
+                self.agent.set_lr_scale(lr_scale(s.optim.schedule, self.step, s.steps, s.optim.min_lr_scale, s.optim.drop_at))
                 try:
                     metrics = self.agent.update(self.sample(), train_probe=self.step % probe_every == 0)
                 except NonFiniteLossError as err:

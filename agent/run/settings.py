@@ -104,8 +104,17 @@ class RunSettings:
 @dataclass(frozen=True, kw_only=True)
 class RepOptim(Optim):
     enc_lr_scale: float = setting("encoder learning-rate multiplier", NON_NEGATIVE)
-    schedule: str = setting("constant | cosine (to min_lr_scale x lr at the last of `steps`)", choice(*LR_SCHEDULES), default="constant")
-    min_lr_scale: float = setting("the cosine schedule's final multiplier", number(0, 1), default=0.1)
+    schedule: str = setting(
+        "constant | cosine (to min_lr_scale x lr at the last of `steps`) | step (min_lr_scale x lr from update drop_at on)",
+        choice(*LR_SCHEDULES), default="constant",
+    )  # fmt: skip
+    min_lr_scale: float = setting("the cosine schedule's final multiplier, the step schedule's after the drop", number(0, 1), default=0.1)
+    drop_at: int | None = setting("the update where the step schedule drops the rate", integer(1, optional=True), default=None)
+
+    def problems(self) -> list[str]:
+        if self.schedule == "step" and self.drop_at is None:
+            return ["optim.schedule=step needs optim.drop_at (the update where the rate drops)"]
+        return []
 
 
 @dataclass(frozen=True, kw_only=True)
