@@ -47,8 +47,8 @@ def two_hot(x: Tensor, num_bins: int, vmin: float, vmax: float) -> Tensor:
 
 def two_hot_inv(logits: Tensor, vmin: float, vmax: float) -> Tensor:
     """Expected value of a categorical over symlog bins, mapped back: ``[..., B] -> [..., 1]``."""
-    centers = bin_centers(logits.shape[-1], vmin, vmax, logits.device).to(logits.dtype)
-    return symexp((F.softmax(logits, -1) * centers).sum(-1, keepdim=True))
+    centers = bin_centers(logits.shape[-1], vmin, vmax, logits.device)  # fp32 even under bf16 autocast
+    return symexp((F.softmax(logits.float(), -1) * centers).sum(-1, keepdim=True))
 
 
 def soft_ce(logits: Tensor, x: Tensor, num_bins: int, vmin: float, vmax: float) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import pathlib
 
@@ -175,16 +176,30 @@ def test_resume_trains_with_the_configs_optimiser_settings(tiny_cfg, tmp_path):
 
 
 def test_a_saved_config_is_converted_like_a_new_one(tiny_cfg, tmp_path):
-    """The loaders build from the saved config's typed settings: a value out of range there is a
-    CheckpointError naming it; a TD-MPC2 config from before ``two_hot`` (bins under ``agent``) loads."""
-    from agent.agents.factory import build_tdmpc_agent, load_online_agent, tdmpc_signature, to_dict
+    """The loaders build from the saved config's typed settings: an older config (settings added since,
+    a renamed key; a TD-MPC2 config with its bins under ``agent``) loads the same weights; a value out
+    of range is a CheckpointError naming it."""
+    from agent.agents.factory import (
+        build_tdmpc_agent,
+        load_online_agent,
+        tdmpc_signature,
+        to_dict,
+    )
 
     Trainer(tiny_cfg("steps=2", "analysis.every=0"), tmp_path).run()
+
     def plain(d: dict) -> dict:
         return {k: plain(v) if isinstance(v, dict) else v for k, v in d.items()}
 
     data = plain(load_checkpoint(tmp_path / "checkpoints" / "last.pt"))
-    data["config"]["optim"]["lr"] = -1.0
+    old = copy.deepcopy(data)  # as configs saved by older versions: settings added since are missing
+    for group, key in [(None, "threads"), (None, "time_limit"), (None, "two_hot"), ("log", "wandb"), ("data", "device"), ("optim", "eps"), ("optim", "schedule"), ("perf", "compile")]:
+        del (old["config"][group] if group else old["config"])[key]
+    old["config"]["data"]["action_repeat"] = old["config"]["data"].pop("action_hold")  # its old name
+    save_checkpoint(tmp_path / "old.pt", old)
+    loaded, want = load(tmp_path / "old.pt"), load(tmp_path / "checkpoints" / "last.pt")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.agent.state_dict().values(), want.agent.state_dict().values()))
+    data["config"]["optim"]["lr"] = -1.0  # a value out of range is never replaced
     save_checkpoint(tmp_path / "bad.pt", data)
     with pytest.raises(CheckpointError, match=r"(?s)does not convert.*optim.lr=-1.0: must be"):
         load(tmp_path / "bad.pt")

@@ -39,6 +39,8 @@ from tests.conftest import ROOT, compose_cfg
         (["two_hot.num_bins=1"], "two_hot.num_bins=1: must be an integer >= 2"),
         (["optim.schedule=step"], "optim.schedule=step needs optim.drop_at"),
         (["optim.schedule=step", "optim.drop_at=0"], "optim.drop_at=0: must be an integer >= 1"),
+        (["optim.drop_at=5"], "optim.drop_at=5: only optim.schedule=step reads it"),
+        (["optim.schedule=step", "optim.drop_at=3500", "steps=3500"], "optim.drop_at=3500: must be < steps=3500"),
     ],
 )
 def test_out_of_range_values_are_refused(overrides, message):

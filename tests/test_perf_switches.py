@@ -1,4 +1,4 @@
-"""Fast paths of the representation update are switches whose losses match the fp32 eager path."""
+"""Fast paths (the representation update; the TD-MPC2 update and planner) are switches that match the fp32 eager path."""
 
 from __future__ import annotations
 
@@ -70,8 +70,14 @@ def test_channels_last_weights_and_fp32_state():
 
 
 def test_unknown_precision_fails_clearly():
-    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+    from agent.agents.pjepa import UpdateConfig
+    from agent.agents.tdmpc import TDMPCConfig
+
+    with pytest.raises(ValueError, match="perf.precision='fp16': must be one of 'fp32', 'bf16'"):
         build_agent(compose_cfg("perf.precision=fp16"), (3, 64, 64), 1)
+    for cls in (UpdateConfig, TDMPCConfig):  # the agents' own configs check it too
+        with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+            cls(precision="fp16")
 
 
 def test_torch_renderer_and_explicit_data_device_run_as_the_default(tiny_cfg, tmp_path):
@@ -86,3 +92,91 @@ def test_torch_renderer_and_explicit_data_device_run_as_the_default(tiny_cfg, tm
     assert (tmp_path / "a" / "metrics.csv").read_text().split("\n")[1].split(",")[:-1] == (
         (tmp_path / "b" / "metrics.csv").read_text().split("\n")[1].split(",")[:-1]
     )  # the first logged row, less updates/s
+
+
+def test_mish_is_the_same_function_as_torchs():
+    from agent.models.nets import mish
+
+    x = torch.cat([torch.linspace(-100, 100, 20001), torch.randn(1000) * 3])
+    want = torch.nn.functional.mish(x)
+    fast = mish(x)  # no gradient: the sigmoid form
+    assert not torch.equal(fast, want)  # (it is a different computation)
+    torch.testing.assert_close(fast, want, rtol=1e-6, atol=1e-6)
+    compiled = torch.compile(mish)  # the sigmoid form always, in fp32 inside, forward and backward
+    xg, yg = x.clone().requires_grad_(), x.clone().requires_grad_()
+    compiled(xg).sum().backward()
+    torch.nn.functional.mish(yg).sum().backward()
+    torch.testing.assert_close(xg.grad, yg.grad, rtol=0, atol=1e-5)
+    xb = x.bfloat16()  # bf16 in (as under autocast): one rounding, as torch's
+    assert compiled(xb).dtype == torch.bfloat16
+    torch.testing.assert_close(compiled(xb), torch.nn.functional.mish(xb), rtol=0.008, atol=1e-5)
+    assert torch.equal(mish(xg), torch.nn.functional.mish(xg))  # eager with a gradient: torch's own
+
+
+# no Q dropout: compiled code draws its masks from inductor's own generator, never the eager masks
+ONLINE = ("agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=small", "agent.dropout=0")
+
+
+def _online_agents(*overrides: str):
+    """The fp32 eager TD-MPC2 agent (state obs 24, action 6) and one with ``overrides``, same weights."""
+    from agent.agents.factory import build_tdmpc_agent
+
+    torch.manual_seed(0)
+    base = build_tdmpc_agent(compose_cfg(*ONLINE), (24,), 6)
+    fast = build_tdmpc_agent(compose_cfg(*ONLINE, *overrides), (24,), 6)
+    fast.load_state_dict(base.state_dict())
+    return base, fast
+
+
+@pytest.mark.parametrize(
+    "overrides, rtol",
+    [
+        (("perf.precision=bf16",), 0.05),
+        pytest.param(("perf.compile=true",), 1e-4, marks=pytest.mark.slow),  # compiles each network (~1 min)
+    ],
+)  # fmt: skip
+def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
+    """The TD-MPC2 agent's switches: the update's losses and gradient step, and the planner's value
+    estimates of the same action sequences, match the fp32 eager path."""
+    from agent.agents.update import autocast
+
+    base, fast = _online_agents(*overrides)
+    g = torch.Generator().manual_seed(1)
+    H, B = 3, 64
+    batch = {
+        "obs": torch.randn(H + 1, B, 24, generator=g), "action": torch.rand(H, B, 6, generator=g) * 2 - 1,
+        "reward": torch.rand(H, B, 1, generator=g), "terminated": torch.zeros(H, B, 1),
+    }  # fmt: skip
+    for agent in (base, fast):  # non-zero reward and Q heads (they start at zero), the same in both
+        torch.manual_seed(2)
+        for head in (agent.model.reward_head[-1], agent.model.qs.out):
+            torch.nn.init.normal_(head.weight, std=0.05)
+    z = base.model.encode(batch["obs"][0, :4]).detach()
+    actions = torch.rand(3, 4, 512, 6, generator=g) * 2 - 1
+    values = []
+    for agent in (base, fast):
+        agent.planner._gen = torch.Generator().manual_seed(3)  # the same Q pair
+        with torch.no_grad(), autocast(agent.device, agent.cfg.precision):
+            values.append(agent.planner.estimate_value(z[:, None].expand(4, 512, z.shape[-1]), actions).float())
+    want_v, got_v = values
+    if rtol < 1e-3:
+        torch.testing.assert_close(got_v, want_v, rtol=rtol, atol=rtol)
+    else:
+        assert not torch.equal(got_v, want_v)  # bf16 took effect  # bf16 keeps ~3 significant digits through 3 steps and the Q heads: the planner needs the ranking
+        corr = torch.corrcoef(torch.stack([want_v.flatten(), got_v.flatten()]))[0, 1]
+        elites = [set(v.topk(64, dim=1).indices[i].tolist()) for v in (want_v, got_v) for i in range(4)]
+        overlap = [len(elites[i] & elites[4 + i]) / 64 for i in range(4)]
+        print(f"bf16 plan values: corr {corr:.5f}, elite overlap {overlap}, max |diff| {(got_v - want_v).abs().max():.4f}, std {want_v.std():.4f}")
+        assert corr > 0.99 and min(overlap) >= 0.75
+    before = copy.deepcopy(base.state_dict())
+    want, got = [(torch.manual_seed(5), agent.update(batch))[1] for agent in (base, fast)]  # the same dropout and policy noise
+    for k in ("loss/dyn", "loss/reward", "loss/value", "loss/pi"):
+        torch.testing.assert_close(got[k].float(), want[k], rtol=rtol, atol=1e-5)
+    for name, p0 in before.items():
+        if p0.is_floating_point() and p0.numel() > 100:
+            d_base, d_fast = (base.state_dict()[name] - p0).flatten(), (fast.state_dict()[name] - p0).flatten()
+            if d_base.norm() > 0:
+                assert torch.nn.functional.cosine_similarity(d_base, d_fast, dim=0) > 0.9, name
+    assert all(s["exp_avg"].dtype == torch.float32 for s in fast.optim.state.values())
+    compiled = [net._compiled_call_impl is not None for net in (fast.model.qs, fast.model.wm.dynamics, fast.model.policy.net)]
+    assert all(compiled) == fast.cfg.compile and not any(net._compiled_call_impl for net in (base.model.qs, base.model.reward_head))

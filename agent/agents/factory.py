@@ -8,11 +8,13 @@ A checkpoint's saved config goes through the same conversion: one that no longer
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +31,13 @@ from agent.run.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from agent.run.settings import OnlineSettings, RepresentationSettings, RunSettings, load_settings
+from agent.run.settings import (
+    JOBS,
+    OnlineSettings,
+    RepresentationSettings,
+    RunSettings,
+    load_settings,
+)
 from planner.mppi import MPPIConfig
 
 Settings = TypeVar("Settings", RepresentationSettings, OnlineSettings)
@@ -75,7 +83,7 @@ def settings_of(cfg: Any, job: type[Settings]) -> Settings:
     """``cfg`` as ``job``'s typed settings (converted and range-checked unless it already is)."""
     s = cfg if isinstance(cfg, RunSettings) else load_settings(to_dict(cfg))
     if not isinstance(s, job):
-        raise ValueError(f"this builder needs {job.__name__}, got a config of {type(s).__name__} (agent={s.agent!r})")
+        raise ValueError(f"this builder needs {job.__name__}, got the settings of another job ({type(s).__name__})")
     return s
 
 
@@ -149,7 +157,7 @@ def build_tdmpc_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, dev
         loss_scales=dict(a.loss_scales), routing=s.routing, detach_target=s.detach_target, rho=s.rho,
         discount=discount_from_episode_length(episode_length(s.task)),
         lr=s.optim.lr, eps=s.optim.eps, enc_lr_scale=a.enc_lr_scale, grad_clip=s.optim.grad_clip,
-        pi_lr=a.pi_lr, entropy_coef=a.entropy_coef, tau=a.tau,
+        pi_lr=a.pi_lr, entropy_coef=a.entropy_coef, tau=a.tau, precision=s.perf.precision, compile=s.perf.compile,
     )  # fmt: skip
     planner = MPPIConfig(horizon=a.horizon, gamma=update.discount, **asdict(a.planner))
     return TDMPCAgent(model, aux, update, planner, seed=s.seed).to(device)
@@ -172,17 +180,51 @@ def two_hot(c: dict) -> dict:
     return {k: bins[k] for k in ("num_bins", "vmin", "vmax")}
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+SHAPING = ("model", "aux", "task")  # never filled from today's defaults: they decide what the weights mean
+
+
+def job_defaults(job: str) -> dict:
+    """Today's default config of ``agent=<job>`` (plain, resolved), composed from ``configs/``."""
+    overrides = [f"agent={job}"]
+    if GlobalHydra.instance().is_initialized():  # inside train.py's Hydra app: the same config dir
+        return to_dict(compose(config_name="config", overrides=overrides))
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return to_dict(compose(config_name="config", overrides=overrides))
+
+
+def fill_missing(saved: dict, defaults: dict) -> dict:
+    """``saved`` with the keys it lacks taken from ``defaults``, recursively (saved values always win)."""
+    out = dict(saved)
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict):
+            out[k] = fill_missing(out[k], v)
+    return out
+
+
 def saved_settings(cfg: dict, ckpt: Path, job: type[Settings]) -> Settings:
-    """The typed settings of a config saved in ``ckpt`` (configs saved before ``two_hot`` existed kept
-    the bins under ``agent``: they are moved first)."""
-    if "two_hot" not in cfg and all(k in cfg.get("agent", {}) for k in ("num_bins", "vmin", "vmax")):
-        cfg = {**cfg, "two_hot": two_hot(cfg)}
-    if "name" not in (cfg.get("agent") or {}):  # the representation job's configs once had no agent group
-        cfg = {**cfg, "agent": {**(cfg.get("agent") or {}), "name": "pjepa"}}
+    """The typed settings of a config saved in ``ckpt`` by this or an older version.
+
+    Older configs are brought up to date first: the bins under ``agent`` move to ``two_hot`` (TD-MPC2
+    configs before it existed), ``data.action_repeat`` becomes ``data.action_hold`` (its old name), and
+    settings added since (``threads``, ``log.wandb``, ``optim.eps``, ...) take today's defaults. The groups
+    that decide what the weights mean (``model``, ``aux``, ``task``; the TD-MPC2 bins) are never filled.
+    """
+    name = next(n for n, cls in JOBS.items() if cls is job)
+    cfg = {**cfg, "agent": {"name": name, **(cfg.get("agent") or {})}}  # the representation job's once had none
+    if "two_hot" not in cfg and all(k in cfg["agent"] for k in ("num_bins", "vmin", "vmax")):
+        cfg["two_hot"] = two_hot(cfg)
+    data = cfg.get("data") or {}
+    if "action_repeat" in data and "action_hold" not in data:
+        cfg["data"] = {"action_hold": data["action_repeat"], **{k: v for k, v in data.items() if k != "action_repeat"}}
+    keep = SHAPING + (("two_hot",) if job is OnlineSettings else ())
+    defaults = {k: v for k, v in job_defaults(name).items() if k not in keep}
     try:
-        return settings_of(cfg, job)
+        return settings_of(fill_missing(cfg, defaults), job)
     except ValueError as err:
-        raise CheckpointError(f"the config saved in {ckpt} does not convert (made by an older version?): {err}") from err
+        raise CheckpointError(f"the config saved in {ckpt} does not convert: {err}") from err
 
 
 def load_weights(agent: torch.nn.Module, state: dict, ckpt: Path) -> None:

@@ -8,13 +8,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from agent.agents.update import ADAM_EPS, load_optimizer, optimizer_step
+from agent.agents.update import (
+    ADAM_EPS,
+    autocast,
+    check_precision,
+    load_optimizer,
+    optimizer_step,
+)
 from agent.auxiliary import AuxTask
 from agent.losses.pjepa import check_routing, pjepa_losses
 from agent.models.probe import DecoderProbe
 from agent.models.world_model import WorldModel
-
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -58,8 +62,7 @@ class UpdateConfig:
 
     def __post_init__(self) -> None:
         check_routing(self.routing)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
+        check_precision(self.precision)
         unknown = set(self.loss_scales) - {"dyn", "aux"}
         if unknown or "dyn" not in self.loss_scales:
             raise ValueError(f"loss_scales must have keys 'dyn' (and 'aux'), got {sorted(self.loss_scales)}")
@@ -93,7 +96,7 @@ class PJEPAAgent(nn.Module):
 
     def autocast(self) -> torch.autocast:
         """The update's precision context (bf16 autocast on the agent's device type, or a no-op)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        return autocast(self.device, self.cfg.precision)
 
     @property
     def device(self) -> torch.device:

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from agent.agents.update import ADAM_EPS, load_optimizer, optimizer_step
+from agent.agents.update import (
+    ADAM_EPS,
+    autocast,
+    check_precision,
+    load_optimizer,
+    optimizer_step,
+)
 from agent.auxiliary import AuxTask
 from agent.losses.pjepa import check_routing
 from agent.losses.tdmpc import TERMS, policy_loss, world_model_losses
@@ -27,6 +33,9 @@ class TDMPCConfig:
         lr, eps, enc_lr_scale, grad_clip: world-model optimiser (Adam).
         pi_lr, entropy_coef: policy prior optimiser (Adam eps 1e-5) and entropy bonus.
         tau: Polyak rate of the target Q ensemble.
+        precision: ``fp32`` or ``bf16`` (autocast of the update's forward passes and of planning; weights,
+            optimiser state and the planner's sampling distribution stay fp32).
+        compile: compile the model's networks in place (:meth:`TDMPCModel.compile_networks`).
     """
 
     loss_scales: dict[str, float] = field(
@@ -43,9 +52,12 @@ class TDMPCConfig:
     pi_lr: float = 3e-4
     entropy_coef: float = 1e-4
     tau: float = 0.01
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check_routing(self.routing)
+        check_precision(self.precision)
         if set(self.loss_scales) != set(TERMS):
             raise ValueError(f"loss_scales must have exactly the keys {TERMS}, got {sorted(self.loss_scales)}")
         if not 0 < self.discount <= 1 or not 0 < self.tau <= 1:
@@ -72,6 +84,8 @@ class TDMPCAgent(nn.Module):
         self.pi_optim = torch.optim.Adam(model.policy.parameters(), lr=cfg.pi_lr, eps=1e-5)
         self.planner = MPPI(model, planner, seed=seed)
         self.eval_planner = MPPI(model, planner, seed=seed + 1)  # evaluation never disturbs training's warm start
+        if cfg.compile:
+            model.compile_networks()
 
     @property
     def device(self) -> torch.device:
@@ -94,13 +108,16 @@ class TDMPCAgent(nn.Module):
         """
         self.train()
         c = self.cfg
-        terms, rollout = world_model_losses(
-            self.model, self.aux, batch, self.aux.targets(batch),
-            routing=c.routing, rho=c.rho, detach_target=c.detach_target, discount=c.discount,
-        )  # fmt: skip
-        total = sum(c.loss_scales[k] * v for k, v in terms.items())
+        with autocast(self.device, c.precision):
+            terms, rollout = world_model_losses(
+                self.model, self.aux, batch, self.aux.targets(batch),
+                routing=c.routing, rho=c.rho, detach_target=c.detach_target, discount=c.discount,
+            )  # fmt: skip
+            terms = {k: v.float() for k, v in terms.items()}
+            total = sum(c.loss_scales[k] * v for k, v in terms.items())
         grad_norm = optimizer_step(self.optim, total, c.grad_clip, "world-model", terms)
-        pi_loss = policy_loss(self.model, rollout, self.scale, c.entropy_coef, c.rho)  # TD-MPC2: on the rollout
+        with autocast(self.device, c.precision):
+            pi_loss = policy_loss(self.model, rollout, self.scale, c.entropy_coef, c.rho).float()  # TD-MPC2: on the rollout
         optimizer_step(self.pi_optim, pi_loss, c.grad_clip, "policy")
         self.model.qs.zero_grad(set_to_none=True)  # the policy loss must not leak into the next Q step
         polyak(self.model.target_qs, self.model.qs, c.tau)
@@ -116,8 +133,9 @@ class TDMPCAgent(nn.Module):
         of a training episode leaves the training planner's state alone.
         """
         self.eval()
-        z = self.model.encode(obs.to(self.device))
-        if use_planner:
-            return (self.eval_planner if eval_mode else self.planner).plan(z, eval_mode=eval_mode)
-        sample = self.model.policy(z)
-        return sample.mean if eval_mode else sample.action
+        with autocast(self.device, self.cfg.precision):
+            z = self.model.encode(obs.to(self.device)).float()  # the planner's distribution stays fp32
+            if use_planner:
+                return (self.eval_planner if eval_mode else self.planner).plan(z, eval_mode=eval_mode).float()
+            sample = self.model.policy(z)
+            return (sample.mean if eval_mode else sample.action).float()

@@ -34,6 +34,21 @@ def optimizer_step(optim: torch.optim.Optimizer, loss: Tensor, clip: float, what
     return grad_norm
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> None:
+    """Raise ``ValueError`` for a precision other than :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The forward passes' precision context: bf16 autocast on ``device``'s type, or a no-op for fp32
+    (weights, optimiser state and what is stored stay fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 ADAM_EPS = 1e-8  # PyTorch's default: what optim.eps means when a config predates it
 HYPERPARAMS = ("lr", "eps", "weight_decay", "betas")
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agent.models.nets import mlp
+from agent.models.nets import Mish, mish, mlp
 
 
 class EnsembleLinear(nn.Module):
@@ -69,8 +69,8 @@ class QEnsemble(nn.Module):
         lead = x.shape[:-1]
         num = self.num_q if members is None else members.shape[0]
         h = x.reshape(1, -1, x.shape[-1]).expand(num, -1, -1)
-        h = F.mish(self.n1(self.drop(self.l1(h, members)), members))
-        h = F.mish(self.n2(self.l2(h, members), members))
+        h = mish(self.n1(self.drop(self.l1(h, members)), members))
+        h = mish(self.n2(self.l2(h, members), members))
         return self.out(h, members).reshape(num, *lead, -1)
 
     def random_pair(self, generator: torch.Generator | None = None) -> Tensor:
@@ -94,8 +94,8 @@ class QEnsemble(nn.Module):
             return ln
 
         return nn.Sequential(
-            linear(self.l1), nn.Dropout(self.drop.p), norm(self.n1), nn.Mish(),
-            linear(self.l2), norm(self.n2), nn.Mish(), linear(self.out),
+            linear(self.l1), nn.Dropout(self.drop.p), norm(self.n1), Mish(),
+            linear(self.l2), norm(self.n2), Mish(), linear(self.out),
         )  # fmt: skip
 
 

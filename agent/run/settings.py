@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar, get_type_hints
 
-from agent.agents.update import ADAM_EPS, LR_SCHEDULES
+from agent.agents.update import ADAM_EPS, LR_SCHEDULES, PRECISIONS
 from agent.run.config import NON_NEGATIVE, POSITIVE, Rule, choice, integer, number
 
 BOOL = choice(True, False)
@@ -30,9 +30,9 @@ def setting(doc: str, rule: Rule | None = None, default: Any = MISSING, each: Ru
     return field(default=default, metadata={"doc": doc, "rule": rule, "each": each, "keys": keys or {}})
 
 
-def section(doc: str) -> Any:
-    """A nested group of settings (its type is a settings dataclass)."""
-    return field(metadata={"doc": doc})
+def section(doc: str, default: Any = MISSING) -> Any:
+    """A nested group of settings (its type is a settings dataclass); ``default`` for configs saved before it existed."""
+    return field(default=default, metadata={"doc": doc})
 
 
 # ------------------------------------------------------------------------------ shared sections
@@ -114,6 +114,8 @@ class RepOptim(Optim):
     def problems(self) -> list[str]:
         if self.schedule == "step" and self.drop_at is None:
             return ["optim.schedule=step needs optim.drop_at (the update where the rate drops)"]
+        if self.schedule != "step" and self.drop_at is not None:
+            return [f"optim.drop_at={self.drop_at}: only optim.schedule=step reads it (this run: {self.schedule})"]
         return []
 
 
@@ -132,9 +134,13 @@ class RepCheckpoint(Checkpoint):
 
 @dataclass(frozen=True, kw_only=True)
 class Perf:
-    precision: str = setting("fp32 | bf16 autocast of the update", choice("fp32", "bf16"))
+    precision: str = setting("fp32 | bf16 autocast of the forward passes", choice(*PRECISIONS), default="fp32")
+    compile: bool = setting("torch.compile (representation job: the update's loss; online job: every network)", BOOL, default=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepPerf(Perf):
     channels_last: bool = setting("channels-last conv weights and frames", BOOL)
-    compile: bool = setting("torch.compile of the update's loss", BOOL, default=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,10 +170,16 @@ class RepresentationSettings(RunSettings):
     optim: RepOptim = section("the world model's optimiser")
     data: RepData = section("replay buffer and random-action collection")
     checkpoint: RepCheckpoint = section("checkpoint interval and rotation")
-    perf: Perf = section("fast paths of the update")
+    perf: RepPerf = section("fast paths of the update")
     probe: Probe = section("decoder probe")
     analysis: Analysis = section("monitoring and held-out sets")
     agent: dict = setting("the job's name")
+
+    def problems(self) -> list[str]:
+        drop = self.optim.drop_at if self.optim is not None else None
+        if drop is not None and drop >= self.steps:
+            return [f"optim.drop_at={drop}: must be < steps={self.steps} (the rate would never drop)"]
+        return []
 
 
 # ------------------------------------------------------------------------------ online job
@@ -216,6 +228,7 @@ class OnlineSettings(RunSettings):
     """``agent=tdmpc2``: TD-MPC2-style online RL on the P-JEPA world model, planning with MPPI."""
 
     agent: Agent = section("the online agent")
+    perf: Perf = section("fast paths of the update and the planner", default=Perf())
 
 
 JOBS: dict[str, type[RunSettings]] = {"pjepa": RepresentationSettings, "tdmpc2": OnlineSettings}
