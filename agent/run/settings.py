@@ -176,7 +176,7 @@ class RepresentationSettings(RunSettings):
     agent: dict = setting("the job's name")
 
     def problems(self) -> list[str]:
-        drop = self.optim.drop_at if self.optim is not None else None
+        drop = self.optim.drop_at  # (built only when every section converted)
         if drop is not None and drop >= self.steps:
             return [f"optim.drop_at={drop}: must be < steps={self.steps} (the rate would never drop)"]
         return []
