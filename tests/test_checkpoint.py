@@ -193,7 +193,7 @@ def test_a_saved_config_is_converted_like_a_new_one(tiny_cfg, tmp_path):
 
     data = plain(load_checkpoint(tmp_path / "checkpoints" / "last.pt"))
     old = copy.deepcopy(data)  # as configs saved by older versions: settings added since are missing
-    for group, key in [(None, "threads"), (None, "time_limit"), (None, "two_hot"), ("log", "wandb"), ("data", "device"), ("optim", "eps"), ("optim", "schedule"), ("perf", "compile")]:
+    for group, key in [(None, "threads"), (None, "time_limit"), (None, "two_hot"), ("log", "wandb"), ("data", "device"), ("optim", "eps"), ("optim", "schedule"), ("optim", "drop_at"), ("perf", "compile")]:
         del (old["config"][group] if group else old["config"])[key]
     old["config"]["data"]["action_repeat"] = old["config"]["data"].pop("action_hold")  # its old name
     save_checkpoint(tmp_path / "old.pt", old)

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from agent.agents.factory import to_dict
+from agent.agents.update import lr_scale
 from agent.run.config import check_keys
 from agent.run.representation import Trainer
 from agent.run.settings import (
@@ -37,10 +38,9 @@ from tests.conftest import ROOT, compose_cfg
         (["agent=tdmpc2", "agent.planner.num_elites=600"], "num_elites=600: must be <= agent.planner.num_samples=512"),
         (["agent=tdmpc2", "two_hot.vmin=5", "two_hot.vmax=5"], "two_hot.vmin=5.*need vmin < vmax"),
         (["two_hot.num_bins=1"], "two_hot.num_bins=1: must be an integer >= 2"),
-        (["optim.schedule=step"], "optim.schedule=step needs optim.drop_at"),
-        (["optim.schedule=step", "optim.drop_at=0"], "optim.drop_at=0: must be an integer >= 1"),
-        (["optim.drop_at=5"], "optim.drop_at=5: only optim.schedule=step reads it"),
-        (["optim.schedule=step", "optim.drop_at=3500", "steps=3500"], "optim.drop_at=3500: must be < steps=3500"),
+        (["optim.drop_at=null"], "optim.schedule=step needs optim.drop_at"),  # the counting recipe's schedule
+        (["optim.drop_at=0"], "optim.drop_at=0: must be an integer >= 1"),
+        (["optim.schedule=cosine"], r"optim.drop_at=9000: only optim.schedule=step reads it .*add optim.drop_at=null"),
     ],
 )
 def test_out_of_range_values_are_refused(overrides, message):
@@ -52,6 +52,14 @@ def test_every_bad_value_is_reported_at_once_before_work(tmp_path):
     with pytest.raises(ValueError, match=r"(?s)(?=.*steps=-5)(?=.*horizon=0)(?=.*checkpoint.every=0)"):
         Trainer(compose_cfg("steps=-5", "horizon=0", "checkpoint.every=0"), tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_run_shorter_than_the_rate_drop_is_the_start_of_the_long_one():
+    s = load_settings(to_dict(compose_cfg()))  # the counting recipe: the rate drops at update 9000
+    assert (s.optim.schedule, s.optim.drop_at, s.steps) == ("step", 9000, 12)
+    assert {lr_scale(s.optim.schedule, k, s.steps, s.optim.min_lr_scale, s.optim.drop_at) for k in range(s.steps)} == {1.0}
+    cosine = load_settings(to_dict(compose_cfg("optim.schedule=cosine", "optim.drop_at=null")))
+    assert cosine.optim.drop_at is None
 
 
 def test_defaults_of_both_jobs_pass():

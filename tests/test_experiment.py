@@ -34,6 +34,7 @@ def test_paper_composes_with_every_row(aux, routing, reward):
     assert (cfg.data.num_envs, cfg.data.frames_per_collect, cfg.data.action_hold, cfg.data.hold_across_resets) == (1, 1, 5, True)
     assert cfg.loss_scales.aux == (1.0 if aux == "random" else 2.0)
     assert (cfg.perf.precision, cfg.probe.every, cfg.steps) == ("fp32", 1, 300000)  # not the CPU recipe's
+    assert (cfg.optim.schedule, cfg.optim.drop_at) == ("constant", None)  # nor its rate drop
     if aux == "random":
         assert cfg.aux.net == "linear" and cfg.aux.hidden_dim == 512
     if aux == "reward":
@@ -76,7 +77,8 @@ def test_the_main_job_runs_the_counting_recipe_and_the_online_agent_does_not():
         gym = compose("config", overrides=["task=gym/Pendulum-v1"])
         mine = compose("config", overrides=["task=counting", "task.reward_type=sparse", "model=small"])
     assert (main.model.name, main.model.pixel_encoder, main.model.shift_pad) == ("counting", "pooled", 0)
-    assert (main.task.reward_type, main.loss_scales.aux, main.perf.precision, main.probe.every, main.steps) == ("dense", 5.0, "bf16", 4, 3500)
+    assert (main.task.reward_type, main.loss_scales.aux, main.perf.precision, main.probe.every, main.steps) == ("dense", 5.0, "bf16", 4, 14000)
+    assert (main.optim.schedule, main.optim.drop_at, main.optim.min_lr_scale) == ("step", 9000, 0.3333)
     assert (online.model.name, online.task.reward_type) == ("small", "sparse")
     assert "reward_type" not in gym.task and gym.loss_scales.aux == 1.0
     assert (mine.task.reward_type, mine.model.name) == ("sparse", "small")  # the command line still wins

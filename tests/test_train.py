@@ -245,7 +245,7 @@ def test_cosine_schedule_sets_each_update_and_survives_a_kill(tiny_cfg, tmp_path
     """Every update runs at base x lr_scale(step); a run killed after its checkpoint goes on where it was."""
     from agent.agents.update import lr_scale
 
-    cfg = ("steps=12", "analysis.every=0", "optim.schedule=cosine", "optim.min_lr_scale=0.2", "optim.enc_lr_scale=0.5")
+    cfg = ("steps=12", "analysis.every=0", "optim.schedule=cosine", "optim.drop_at=null", "optim.min_lr_scale=0.2", "optim.enc_lr_scale=0.5")
     seen: list[tuple[float, float]] = []
 
     def recording(trainer, kill_after=None):

@@ -185,8 +185,12 @@ SHAPING = ("model", "aux", "task")  # never filled from today's defaults: they d
 
 
 def job_defaults(job: str) -> dict:
-    """Today's default config of ``agent=<job>`` (plain, resolved), composed from ``configs/``."""
-    overrides = [f"agent={job}"]
+    """Today's default config of ``agent=<job>`` (plain, resolved), composed from ``configs/``.
+
+    Without the task recipe: a setting an older run lacks is the job's neutral default (what the code
+    did before the setting existed: a constant rate, fp32), not a tuned value it never ran with.
+    """
+    overrides = [f"agent={job}", "~recipe@_global_"]
     if GlobalHydra.instance().is_initialized():  # inside train.py's Hydra app: the same config dir
         return to_dict(compose(config_name="config", overrides=overrides))
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

@@ -156,6 +156,8 @@ class Trainer(RunSkeleton):
         total, log_every = s.steps, s.log.every
         ckpt_every, analysis_every = s.checkpoint.every, s.analysis.every
         probe_every, probe_loss = s.probe.every, None
+        if s.optim.schedule == "step" and s.optim.drop_at >= total:
+            log.info("optim.drop_at=%d >= steps=%d: this run ends before the rate drops", s.optim.drop_at, total)
         if self.frames == 0:
             self.collect(d.seed_frames)
         bar = self.progress(total, "train")

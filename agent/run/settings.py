@@ -109,13 +109,13 @@ class RepOptim(Optim):
         choice(*LR_SCHEDULES), default="constant",
     )  # fmt: skip
     min_lr_scale: float = setting("the cosine schedule's final multiplier, the step schedule's after the drop", number(0, 1), default=0.1)
-    drop_at: int | None = setting("the update where the step schedule drops the rate", integer(1, optional=True), default=None)
+    drop_at: int | None = setting("the update where the step schedule drops the rate (>= steps: the run ends before it)", integer(1, optional=True), default=None)
 
     def problems(self) -> list[str]:
         if self.schedule == "step" and self.drop_at is None:
             return ["optim.schedule=step needs optim.drop_at (the update where the rate drops)"]
         if self.schedule != "step" and self.drop_at is not None:
-            return [f"optim.drop_at={self.drop_at}: only optim.schedule=step reads it (this run: {self.schedule})"]
+            return [f"optim.drop_at={self.drop_at}: only optim.schedule=step reads it (this run: {self.schedule}; add optim.drop_at=null)"]
         return []
 
 
@@ -175,11 +175,6 @@ class RepresentationSettings(RunSettings):
     analysis: Analysis = section("monitoring and held-out sets")
     agent: dict = setting("the job's name")
 
-    def problems(self) -> list[str]:
-        drop = self.optim.drop_at  # (built only when every section converted)
-        if drop is not None and drop >= self.steps:
-            return [f"optim.drop_at={drop}: must be < steps={self.steps} (the rate would never drop)"]
-        return []
 
 
 # ------------------------------------------------------------------------------ online job
