@@ -6,6 +6,8 @@ tensors: a floor for what any implementation of the same model and planner can r
 machine's BLAS/oneDNN, before the activations, norms and sampling around them. Beside it, in the
 same run, the measured plan and update of the eager agent (fp32 and bf16). Same shapes as
 ``planning_latency.py`` (obs 24, action 6, TD-MPC2's planner defaults, batch 256, horizon 3).
+The replay uses contiguous operands (a transposed or broadcast operand of the original may cost
+more or less) and leaves out matrix-vector products (none in these models).
 
     python benchmarks/gemm_floor.py [--presets 1m 5m] [--iters 10]
 """
@@ -14,17 +16,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from timing import timed
 from torch.utils._python_dispatch import TorchDispatchMode
+from walker import OBS, update_batch, walker_agent
 
-from agent.agents.factory import build_tdmpc_agent
-
-ROOT = Path(__file__).resolve().parents[1]
-OBS, ACT, H, B = 24, 6, 3, 256
 aten = torch.ops.aten
 GEMMS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
 
@@ -62,22 +59,6 @@ def replay(calls: list[tuple]) -> Callable[[], None]:
     return run
 
 
-def agent_and_batch(preset: str, precision: str) -> tuple:
-    """A fresh agent of ``preset`` running at ``precision`` (``perf.precision``) and a fixed update batch."""
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        overrides = ["agent=tdmpc2", "task=dmc/walker-walk", "aux=none", f"model={preset}", f"perf.precision={precision}"]
-        cfg = compose("config", overrides=overrides)
-    torch.manual_seed(0)
-    agent = build_tdmpc_agent(cfg, (OBS,), ACT, "cpu")
-    batch = {
-        "obs": torch.randn(H + 1, B, OBS),
-        "action": torch.rand(H, B, ACT) * 2 - 1,
-        "reward": torch.rand(H, B, 1),
-        "terminated": torch.zeros(H, B, 1),
-    }
-    return agent, batch
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["1m", "5m"])
@@ -88,7 +69,7 @@ def main() -> None:
     obs = torch.randn(1, OBS)
     for preset in args.presets:
         for precision in ("fp32", "bf16"):
-            agent, batch = agent_and_batch(preset, precision)
+            agent, batch = walker_agent(preset, overrides=(f"perf.precision={precision}",)), update_batch()
             jobs = {"plan": lambda: agent.act(obs, eval_mode=False), "update": lambda: agent.update(batch)}  # noqa: B023
             for job, fn in jobs.items():
                 fn()  # warm-up

@@ -11,16 +11,11 @@ defaults, batch 256, horizon 3.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from timing import timed
+from walker import OBS, update_batch, walker_agent
 
-from agent.agents.factory import build_tdmpc_agent
-
-ROOT = Path(__file__).resolve().parents[1]
-OBS, ACT, H, B = 24, 6, 3, 256
 SWITCHES = {
     "eager": [],
     "bf16": ["perf.precision=bf16"],
@@ -31,22 +26,13 @@ SWITCHES = {
 
 def measure(preset: str, switch: str, dev: str, iters: int) -> tuple[int, float, float, float]:
     """Params, plan s/action, prior-only s/action and s/update of one preset with one switch set."""
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        overrides = ["agent=tdmpc2", "task=dmc/walker-walk", "aux=none", f"model={preset}", f"device={dev}", *SWITCHES[switch]]
-        cfg = compose("config", overrides=overrides)
     torch._dynamo.reset()  # each row compiles afresh (compiled code is cached per function, across agents)
-    torch.manual_seed(0)
-    agent = build_tdmpc_agent(cfg, (OBS,), ACT, dev)
+    agent = walker_agent(preset, dev, tuple(SWITCHES[switch]))
     obs = torch.randn(1, OBS, device=dev)
     agent.act(obs)  # compiles (compile rows) before the timed warm-up calls
     plan_s = timed(lambda: agent.act(obs, eval_mode=False), iters, dev)
     prior_s = timed(lambda: agent.act(obs, eval_mode=False, use_planner=False), iters, dev)
-    batch = {
-        "obs": torch.randn(H + 1, B, OBS, device=dev),
-        "action": torch.rand(H, B, ACT, device=dev) * 2 - 1,
-        "reward": torch.rand(H, B, 1, device=dev),
-        "terminated": torch.zeros(H, B, 1, device=dev),
-    }
+    batch = update_batch(dev)
     agent.update(batch)
     update_s = timed(lambda: agent.update(batch), iters, dev)
     return sum(p.numel() for p in agent.parameters() if p.requires_grad), plan_s, prior_s, update_s

@@ -182,9 +182,11 @@ def test_a_saved_config_is_converted_like_a_new_one(tiny_cfg, tmp_path):
     from agent.agents.factory import (
         build_tdmpc_agent,
         load_online_agent,
+        saved_settings,
         tdmpc_signature,
         to_dict,
     )
+    from agent.run.settings import RepresentationSettings
 
     Trainer(tiny_cfg("steps=2", "analysis.every=0"), tmp_path).run()
 
@@ -193,12 +195,15 @@ def test_a_saved_config_is_converted_like_a_new_one(tiny_cfg, tmp_path):
 
     data = plain(load_checkpoint(tmp_path / "checkpoints" / "last.pt"))
     old = copy.deepcopy(data)  # as configs saved by older versions: settings added since are missing
-    for group, key in [(None, "threads"), (None, "time_limit"), (None, "two_hot"), ("log", "wandb"), ("data", "device"), ("optim", "eps"), ("optim", "schedule"), ("optim", "drop_at"), ("perf", "compile")]:
+    for group, key in [(None, "threads"), (None, "time_limit"), (None, "two_hot"), ("log", "wandb"), ("data", "device"), ("optim", "eps"), ("optim", "schedule"), ("optim", "drop_at"), (None, "perf")]:
         del (old["config"][group] if group else old["config"])[key]
     old["config"]["data"]["action_repeat"] = old["config"]["data"].pop("action_hold")  # its old name
     save_checkpoint(tmp_path / "old.pt", old)
     loaded, want = load(tmp_path / "old.pt"), load(tmp_path / "checkpoints" / "last.pt")
     assert all(torch.equal(a, b) for a, b in zip(loaded.agent.state_dict().values(), want.agent.state_dict().values()))
+    filled = saved_settings(old["config"], tmp_path / "old.pt", RepresentationSettings)
+    # what the code did before those settings existed, not the counting recipe's tuned values (step, bf16)
+    assert (filled.optim.schedule, filled.optim.drop_at, filled.perf.precision) == ("constant", None, "fp32")
     data["config"]["optim"]["lr"] = -1.0  # a value out of range is never replaced
     save_checkpoint(tmp_path / "bad.pt", data)
     with pytest.raises(CheckpointError, match=r"(?s)does not convert.*optim.lr=-1.0: must be"):

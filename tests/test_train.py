@@ -241,11 +241,14 @@ def test_lr_schedule_values():
         lr_scale("step", 0, 5, 0.1)
 
 
-def test_cosine_schedule_sets_each_update_and_survives_a_kill(tiny_cfg, tmp_path):
-    """Every update runs at base x lr_scale(step); a run killed after its checkpoint goes on where it was."""
+@pytest.mark.parametrize("schedule", [("optim.schedule=cosine", "optim.drop_at=null"), ("optim.schedule=step", "optim.drop_at=4")])
+def test_lr_schedules_set_each_update_and_survive_a_kill(tiny_cfg, tmp_path, schedule):
+    """Every update runs at base x lr_scale(step); a run killed after its checkpoint (past the step
+    schedule's drop) goes on where it was."""
     from agent.agents.update import lr_scale
 
-    cfg = ("steps=12", "analysis.every=0", "optim.schedule=cosine", "optim.drop_at=null", "optim.min_lr_scale=0.2", "optim.enc_lr_scale=0.5")
+    cfg = ("steps=12", "analysis.every=0", *schedule, "optim.min_lr_scale=0.2", "optim.enc_lr_scale=0.5")
+    name, drop = schedule[0].split("=")[1], (4 if "step" in schedule[0] else None)
     seen: list[tuple[float, float]] = []
 
     def recording(trainer, kill_after=None):
@@ -265,6 +268,17 @@ def test_cosine_schedule_sets_each_update_and_survives_a_kill(tiny_cfg, tmp_path
     resumed = recording(Trainer(tiny_cfg(*cfg), tmp_path))
     assert resumed.step == 6
     resumed.run()
-    expected = [lr * lr_scale("cosine", k, 12, 0.2) for k in range(12) for lr in (1.5e-4, 3e-4)]
+    expected = [lr * lr_scale(name, k, 12, 0.2, drop) for k in range(12) for lr in (1.5e-4, 3e-4)]
     assert [lr for pair in seen for lr in pair] == pytest.approx(expected)
     assert seen[-1] == pytest.approx((1.5e-4 * 0.2, 3e-4 * 0.2))
+
+
+def test_a_resume_names_the_settings_its_command_changed(tiny_cfg, tmp_path, caplog):
+    Trainer(tiny_cfg("steps=6", "analysis.every=0"), tmp_path).run()
+    with caplog.at_level("WARNING"):
+        resumed = Trainer(tiny_cfg("steps=8", "analysis.every=0", "optim.lr=1e-4", "log.every=5"), tmp_path)
+    assert resumed.step == 6
+    text = caplog.text
+    assert "resuming with settings other than the checkpoint's" in text
+    assert "steps: 6 -> 8" in text and "optim.lr: 0.0003 -> 0.0001" in text
+    assert "log.every" not in text  # how a run logs is not its plan

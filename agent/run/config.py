@@ -55,11 +55,32 @@ def choice(*options: Any) -> Rule:
 POSITIVE = number(0, lo_open=True)
 NON_NEGATIVE = number(0)
 
+def flat_items(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Every dotted leaf key of a nested mapping with its value (an empty mapping counts as a leaf)."""
+    if not isinstance(cfg, Mapping) or not cfg:
+        return {prefix: cfg} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        out.update(flat_items(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def flat_keys(cfg: Any, prefix: str = "") -> set[str]:
     """Every dotted leaf key of a nested mapping (an empty mapping counts as a leaf)."""
-    if not isinstance(cfg, Mapping) or not cfg:
-        return {prefix} if prefix else set()
-    return set().union(*(flat_keys(v, f"{prefix}.{k}" if prefix else str(k)) for k, v in cfg.items()))
+    return set(flat_items(cfg, prefix))
+
+
+NOT_THE_PLAN = ("log.", "hydra.", "time_limit", "threads", "resume", "device", "data.device")  # how, not what, a run trains
+
+
+def changed_settings(saved: Mapping, now: Mapping) -> list[str]:
+    """``key: old -> new`` for each setting of ``now`` that differs from ``saved`` (a checkpoint's config),
+    logging, devices, threads and the time budget aside; keys ``saved`` lacks are not listed."""
+    old, new = flat_items(saved), flat_items(now)
+    return [
+        f"{k}: {old[k]} -> {v}" for k, v in sorted(new.items())
+        if k in old and old[k] != v and not k.startswith(NOT_THE_PLAN)
+    ]  # fmt: skip
 
 
 def check_keys(cfg: Mapping, base: Mapping, job: str) -> None:

@@ -176,7 +176,6 @@ class RepresentationSettings(RunSettings):
     agent: dict = setting("the job's name")
 
 
-
 # ------------------------------------------------------------------------------ online job
 @dataclass(frozen=True, kw_only=True)
 class Planner:

@@ -23,6 +23,7 @@ from agent.agents.update import (
 )
 from agent.run.checkpoint import Checkpoint, Checkpointer, check_signature
 from agent.run.common import resolve_device, rng_state, seed_everything, set_rng_state
+from agent.run.config import changed_settings
 from agent.run.logger import Logger
 from agent.run.settings import OnlineSettings, RepresentationSettings, load_settings
 
@@ -86,6 +87,9 @@ class RunSkeleton:
         if data is None:
             return False
         check_signature(data["signature"], self.signature, data.path)
+        changed = changed_settings(data["config"], self.cfg)
+        if changed:
+            log.warning("resuming with settings other than the checkpoint's; the run goes on with this command's: %s", "; ".join(changed))
         self.agent.load_state_dict(data["agent"])
         self.agent.load_optim_state(data["optim"])
         self.step = int(data["step"])
