@@ -81,6 +81,16 @@ def test_variants_drop_the_seed_logging_and_shared_overrides(sweep):
     assert labels[sweep / "0_reward_s1"] == labels[sweep / "1_reward_s2"] == "aux=reward"
 
 
+def test_how_often_a_run_is_analysed_or_saved_is_not_a_variant(tmp_path):
+    runs = [
+        make_run(tmp_path / "a", ["aux=reward", "analysis.every=500", "checkpoint.every=500"], 1, acc=0.5),
+        make_run(tmp_path / "b", ["aux=reward", "threads=2"], 2, acc=0.6),
+        make_run(tmp_path / "c", ["aux=reward", "analysis.num_obs=64"], 3, acc=0.6),  # another monitoring set is a variant
+    ]
+    labels, _ = variant_labels([read_run(p) for p in runs])
+    assert labels[runs[0]] == labels[runs[1]] != labels[runs[2]]
+
+
 def test_interval_is_the_mean_or_iqm_with_a_ci_that_holds_it():
     value, lo, hi = interval(np.array([[0.5], [0.7], [0.6]]), "mean", reps=2000, seed=0)
     assert value[0] == pytest.approx(0.6) and 0.5 <= lo[0] <= 0.6 <= hi[0] <= 0.7

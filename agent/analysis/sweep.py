@@ -24,8 +24,9 @@ from agent.run.status import read_status
 REPR_METRICS = ("heldout_centroid_acc", "heldout_knn_acc", "heldout_probe_acc", "distinct_counts", "kmeans_ari",
                 "insample_centroid_acc", "encoding_size", "unhealthy_collapse", "consistency_residual", "aux_residual")  # fmt: skip
 ONLINE_METRICS = ("return", "success")
-# overrides that do not make a variant: the seed (the sweep's repeat axis) and where / how a run logs
-NOT_VARIANT = ("seed", "hydra.", "log.", "device", "checkpoint.", "resume")
+# overrides that do not make a variant: the seed (the sweep's repeat axis), where / how a run logs,
+# saves and is analysed along the way (the analysis runs on its own RNG; the final one is the same)
+NOT_VARIANT = ("seed", "hydra.", "log.", "device", "threads", "checkpoint.", "analysis.every", "resume")
 
 
 @dataclass
