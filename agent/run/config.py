@@ -55,6 +55,7 @@ def choice(*options: Any) -> Rule:
 POSITIVE = number(0, lo_open=True)
 NON_NEGATIVE = number(0)
 
+
 def flat_items(cfg: Any, prefix: str = "") -> dict[str, Any]:
     """Every dotted leaf key of a nested mapping with its value (an empty mapping counts as a leaf)."""
     if not isinstance(cfg, Mapping) or not cfg:
