@@ -19,6 +19,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from agent.run.config import PLUMBING
 from agent.run.status import read_status
 
 REPR_METRICS = ("heldout_centroid_acc", "heldout_knn_acc", "heldout_probe_acc", "distinct_counts", "kmeans_ari",
@@ -26,7 +27,7 @@ REPR_METRICS = ("heldout_centroid_acc", "heldout_knn_acc", "heldout_probe_acc", 
 ONLINE_METRICS = ("return", "success")
 # overrides that do not make a variant: the seed (the sweep's repeat axis), where / how a run logs,
 # saves and is analysed along the way (the analysis runs on its own RNG; the final one is the same)
-NOT_VARIANT = ("seed", "hydra.", "log.", "device", "threads", "checkpoint.", "analysis.every", "resume")
+NOT_VARIANT = ("seed", *PLUMBING, "checkpoint.", "analysis.every")
 
 
 @dataclass

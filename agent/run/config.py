@@ -71,7 +71,8 @@ def flat_keys(cfg: Any, prefix: str = "") -> set[str]:
     return set(flat_items(cfg, prefix))
 
 
-NOT_THE_PLAN = ("log.", "hydra.", "time_limit", "threads", "resume", "device", "data.device")  # how, not what, a run trains
+PLUMBING = ("hydra.", "log.", "device", "threads", "resume")  # where and how a run is run and logged, not what it trains
+NOT_THE_PLAN = (*PLUMBING, "time_limit", "data.device")  # not worth a warning when a resume changes them
 
 
 def changed_settings(saved: Mapping, now: Mapping) -> list[str]:
