@@ -3,7 +3,9 @@
 Keys: ``run_dir`` (or ``checkpoint``) required; ``out`` (default ``<run_dir>/analysis``),
 ``num_obs`` (256), ``seed`` (42), ``heldout_num_obs`` (512), ``heldout_seed`` (10000), ``device``
 (cpu), ``checkpoints`` (``last`` | ``all``). Writes metrics.json, pca.png, heatmap.png,
-reconstructions.png and prints the metrics as JSON. ``checkpoints=all`` analyses every kept
+reconstructions.png and prints the metrics as JSON; what the training's own analysis of the same
+step measured and this one cannot (the theorem's premise residuals, which need the run's
+transitions; the curve's ``final`` / ``best``) is kept in metrics.json, not overwritten. ``checkpoints=all`` analyses every kept
 ``checkpoints/step_<n>.pt`` of the run into ``<out>/step_<n>/`` and writes the curve
 (``<out>/repr.csv``, ``<out>/curves.png``, ``final`` / ``best`` in ``<out>/metrics.json``).
 """
@@ -28,6 +30,16 @@ def _analyse_model(model: TrainedModel, sets, out: Path) -> dict:
     return analyse(model.encode, *sets, out, decode, title=f"step {model.step}", task=model.config["task"])
 
 
+def _kept_from_training(previous: dict, step: int, written: dict) -> dict:
+    """What ``previous`` (an analysis of the same run) holds for checkpoint ``step`` that ``written`` lacks.
+
+    The training's metrics.json names its step in ``final``; one of another step (or without it) keeps nothing.
+    """
+    if previous.get("final", {}).get("step") != step:
+        return {}
+    return {k: v for k, v in previous.items() if k not in written}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(sys.argv[1:] if argv is None else argv, KEYS)
     every = args.get("checkpoints", "last")
@@ -45,7 +57,13 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.get("out", default_out))
     sets = analysis_sets(task, {k: int(args.get(k, v)) for k, v in DEFAULTS.items()})
     if every == "last":
+        path = out / "metrics.json"
+        previous = json.loads(path.read_text()) if path.is_file() else {}
         metrics = _analyse_model(model, sets, out)
+        kept = _kept_from_training(previous, model.step, json.loads(path.read_text()))
+        if kept:
+            path.write_text(json.dumps({**json.loads(path.read_text()), **kept}, indent=2))
+            print(f"kept from the training's analysis of step {model.step}: {sorted(kept)}", file=sys.stderr)
         print(json.dumps(metrics, indent=2))
         return metrics
     paths = sorted((Path(args["run_dir"]) / "checkpoints").glob("step_*.pt"))

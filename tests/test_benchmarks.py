@@ -9,18 +9,41 @@ import torch
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from gemm_floor import GemmRecorder, flops, replay  # noqa: E402
+from compute_floor import ComputeRecorder, TensorSpec, replay  # noqa: E402
 
 
-def test_gemm_recorder_counts_the_products_of_a_forward_and_backward():
+def test_recorder_counts_the_products_of_a_forward_and_backward():
     lin = torch.nn.Linear(4, 3)
     x = torch.randn(5, 4, requires_grad=True)
-    rec = GemmRecorder()
+    rec = ComputeRecorder()
     with rec:
         lin(x).sum().backward()
     # forward addmm [5,4]@[4,3]; backward: grad of x [5,3]@[3,4] and of the weight [3,5]@[5,4]
-    assert sorted(flops(c) for c in rec.calls) == [120, 120, 120]
+    assert sorted(c.flops for c in rec.calls) == [120, 120, 120]
     with rec:
         torch.bmm(torch.randn(2, 5, 4), torch.randn(2, 4, 3))
-    assert flops(rec.calls[-1]) == 2 * 2 * 5 * 4 * 3
+    assert rec.calls[-1].flops == 2 * 2 * 5 * 4 * 3
     replay(rec.calls)()  # the recorded products run again on fresh operands
+
+
+def test_recorder_counts_convolutions_forward_and_backward_and_replays_their_layout():
+    conv = torch.nn.Conv2d(3, 8, 5, stride=2, padding=2).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    rec = ComputeRecorder()
+    with rec:
+        conv(x).sum().backward()  # the input needs no gradient: only the weight's (and bias's)
+    fwd = 2 * (2 * 8 * 8 * 8) * (3 * 5 * 5)  # 2 x output elements x (C_in x k x k)
+    assert [(c.kind, c.flops) for c in rec.calls] == [("conv", fwd), ("conv", fwd)]
+    spec = rec.calls[0].args[0]
+    assert isinstance(spec, TensorSpec) and spec.make().is_contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    with rec:
+        conv(x).sum().backward()
+    assert rec.calls[-1].flops == 2 * fwd  # the input's gradient costs one more forward
+    replay(rec.calls)()
+
+
+def test_tensor_spec_rebuilds_broadcast_and_transposed_operands():
+    for t in (torch.randn(4, 1).expand(4, 6), torch.randn(3, 5).T, torch.randn(2, 3).to(torch.bfloat16)):
+        made = TensorSpec(tuple(t.shape), tuple(t.stride()), t.dtype).make()
+        assert (made.shape, made.stride(), made.dtype) == (t.shape, t.stride(), t.dtype)

@@ -55,6 +55,14 @@ def test_cli_smoke_run_writes_everything(tmp_path):
     premises = ("consistency_residual", "aux_residual")  # measured on the run's replay buffer only
     assert metrics["consistency_residual"] > 0 and metrics["aux_residual"] > 0 and 0 <= metrics["unhealthy_collapse"] <= 1
     assert again == pytest.approx({k: v for k, v in metrics.items() if k not in ("final", "best", *premises)})
+    # into the run's own analysis dir: what only the training measured (premises, the curve) is kept
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.analyze", f"run_dir={run_dir}", "num_obs=64", "heldout_num_obs=64"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    own = json.loads((run_dir / "analysis" / "metrics.json").read_text())
+    assert {k: own[k] for k in (*premises, "final", "best")} == {k: metrics[k] for k in (*premises, "final", "best")}
     # ... and the curve from the kept checkpoints
     out = subprocess.run(
         [sys.executable, "-m", "agent.analyze", f"run_dir={run_dir}", f"out={tmp_path / 'all'}", "num_obs=64", "heldout_num_obs=64", "checkpoints=all"],
@@ -63,6 +71,15 @@ def test_cli_smoke_run_writes_everything(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert read_curve(tmp_path / "all" / "repr.csv")["step"] == [6, 12]
     assert (tmp_path / "all" / "curves.png").is_file()
+
+
+def test_reanalysis_keeps_only_what_the_training_measured_at_the_same_step():
+    from agent.analyze import _kept_from_training
+
+    training = {"heldout_knn_acc": 0.5, "aux_residual": 0.2, "final": {"step": 12}}
+    assert _kept_from_training(training, 12, {"heldout_knn_acc": 0.6}) == {"aux_residual": 0.2, "final": {"step": 12}}
+    assert _kept_from_training(training, 6, {"heldout_knn_acc": 0.6}) == {}  # another checkpoint: nothing stale
+    assert _kept_from_training({"aux_residual": 0.2}, 12, {}) == {}  # no step named: nothing
 
 
 @pytest.mark.slow
