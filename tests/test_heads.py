@@ -106,3 +106,34 @@ def test_running_scale_tracks_percentile_range():
     scale.update(x)
     assert math.isclose(float(scale.value), 90.0, rel_tol=1e-4)
     torch.testing.assert_close(scale(torch.tensor(45.0)), torch.tensor(0.5))
+
+
+def test_dropout_is_a_bernoulli_process_scaled_as_f_dropout():
+    from agent.models.nets import Dropout, dropped_positions
+
+    torch.manual_seed(0)
+    n, p = 400_000, 0.01
+    pos = dropped_positions(n, p)
+    assert pos.min() >= 0 and pos.max() < n and bool((pos[1:] > pos[:-1]).all())  # distinct, sorted, in range
+    sd = math.sqrt(n * p * (1 - p))
+    assert abs(len(pos) - n * p) < 4 * sd  # the count of drops: Binomial(n, p)
+    # independence: P(drop | previous dropped) = p as well (gaps of 1 are as frequent as a Bernoulli process's)
+    assert abs(float((pos[1:] - pos[:-1] == 1).float().mean()) - p) < 0.004
+    # every block of the array gets its share (no bias toward the start)
+    per_block = torch.bincount(pos // 40_000, minlength=10).float()
+    assert bool((per_block - n * p / 10).abs().lt(5 * math.sqrt(n * p / 10)).all())
+    drop = Dropout(0.25)
+    x = (torch.rand(64, 33) + 1).T.requires_grad_(True)  # non-contiguous input
+    y = drop(x)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+    assert 0.15 < 1 - float(kept.float().mean()) < 0.35
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.75)  # no gradient through dropped elements
+    torch.manual_seed(3)
+    a = drop(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, drop(x))  # the global generator's stream: seeded, reproducible
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0)(x), x)
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)

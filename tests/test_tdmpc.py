@@ -122,6 +122,42 @@ def test_routing_holds_for_every_td_mpc2_term(routing):
             assert norm > 0, f"{routing}: encoder got no gradient from {name}"
 
 
+def test_target_q_ensemble_never_drops_out():
+    """TD-MPC2 keeps its target Qs in eval mode: the TD target has no dropout, the online Qs do."""
+    agent = make_agent()
+    agent.model.qs.drop.p = agent.model.target_qs.drop.p = 0.5
+    for p in agent.model.target_qs.out.parameters():
+        torch.nn.init.normal_(p)
+    agent.train()
+    assert agent.model.qs.training and not agent.model.target_qs.training
+    z, a = torch.randn(8, 16), torch.rand(8, A)
+    assert torch.equal(agent.model.q_logits(z, a, target=True), agent.model.q_logits(z, a, target=True))
+    agent.update(batch())
+    assert not agent.model.target_qs.training
+
+
+def test_adam_is_the_multi_tensor_form_with_the_loops_numbers_and_keeps_it_on_resume():
+    from agent.agents.update import adam, load_optimizer
+
+    torch.manual_seed(0)
+    start = [torch.randn(50, 7), torch.randn(7), torch.randn(3, 3)]
+    grads = [[torch.randn_like(t) for t in start] for _ in range(10)]
+    ends = []
+    for make in (lambda ps: torch.optim.Adam(ps, lr=1e-3, eps=1e-8), lambda ps: adam(ps, 1e-3, 1e-8)):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = make(params)
+        for g in grads:
+            for p, gg in zip(params, g):
+                p.grad = gg.clone()
+            opt.step()
+        ends.append((params, opt))
+    assert all(torch.equal(a, b) for a, b in zip(ends[0][0], ends[1][0]))  # bit for bit
+    loop_state = ends[0][1].state_dict()  # a checkpoint of the loop form (older runs)
+    resumed = adam([torch.nn.Parameter(t.clone()) for t in start], 1e-3)
+    load_optimizer(resumed, loop_state)
+    assert resumed.param_groups[0]["foreach"] is True
+
+
 def test_eval_planning_leaves_the_training_planner_alone():
     agent = make_agent()
     obs = torch.randn(2, *OBS)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from agent.agents.update import (
     ADAM_EPS,
+    adam,
     autocast,
     check_precision,
     load_optimizer,
@@ -86,9 +87,9 @@ class PJEPAAgent(nn.Module):
         trainable = [p for p in aux.parameters() if p.requires_grad]
         if trainable:
             groups.append({"params": trainable})
-        self.optim = torch.optim.Adam(groups, lr=cfg.lr, eps=cfg.eps)
+        self.optim = adam(groups, cfg.lr, cfg.eps)
         self._base_lrs = [g["lr"] for g in self.optim.param_groups]  # what set_lr_scale multiplies
-        self.probe_optim = torch.optim.Adam(self.probe.parameters(), lr=cfg.probe_lr) if self.probe else None
+        self.probe_optim = adam(self.probe.parameters(), cfg.probe_lr) if self.probe else None
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D conv weights only; the rest is unchanged
         # compiled once per agent when asked (the module's weights stay shared)

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from agent.agents.update import (
     ADAM_EPS,
+    adam,
     autocast,
     check_precision,
     load_optimizer,
@@ -80,8 +81,8 @@ class TDMPCAgent(nn.Module):
         aux_params = [p for p in aux.parameters() if p.requires_grad]
         if aux_params:
             wm_params.append({"params": aux_params})
-        self.optim = torch.optim.Adam(wm_params, lr=cfg.lr, eps=cfg.eps)
-        self.pi_optim = torch.optim.Adam(model.policy.parameters(), lr=cfg.pi_lr, eps=1e-5)
+        self.optim = adam(wm_params, cfg.lr, cfg.eps)
+        self.pi_optim = adam(model.policy.parameters(), cfg.pi_lr, eps=1e-5)
         self.planner = MPPI(model, planner, seed=seed)
         self.eval_planner = MPPI(model, planner, seed=seed + 1)  # evaluation never disturbs training's warm start
         if cfg.compile:

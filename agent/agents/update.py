@@ -50,7 +50,16 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
 
 
 ADAM_EPS = 1e-8  # PyTorch's default: what optim.eps means when a config predates it
-HYPERPARAMS = ("lr", "eps", "weight_decay", "betas")
+HYPERPARAMS = ("lr", "eps", "weight_decay", "betas", "foreach")  # an optimiser's own, never a checkpoint's
+
+
+def adam(params: Iterable, lr: float, eps: float = ADAM_EPS) -> torch.optim.Adam:
+    """Adam over ``params`` (tensors or parameter groups), always the multi-tensor (``foreach``) form.
+
+    On a CPU torch picks the per-parameter loop by default; the multi-tensor form gives the same
+    numbers bit for bit (tested) in ~0.6x the time (docs/benchmarks.md).
+    """
+    return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
 
 
 def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:

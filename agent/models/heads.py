@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agent.models.nets import Mish, mish, mlp
+from agent.models.nets import Dropout, Mish, mish, mlp
 
 
 class EnsembleLinear(nn.Module):
@@ -63,7 +63,7 @@ class QEnsemble(nn.Module):
         self.out = EnsembleLinear(num_q, hidden, num_bins)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, members: Tensor | None = None) -> Tensor:
         lead = x.shape[:-1]

@@ -53,6 +53,13 @@ class TDMPCModel(nn.Module):
         self.target_qs = copy.deepcopy(self.qs).requires_grad_(False)
         self.policy = TanhGaussianPolicy(d, mlp_dim, a)
 
+    def train(self, mode: bool = True) -> TDMPCModel:
+        """``nn.Module.train``, but the Polyak target ensemble always evaluates (no dropout in the TD
+        targets), as TD-MPC2 keeps its target Qs in eval mode."""
+        super().train(mode)
+        self.target_qs.train(False)
+        return self
+
     def compile_networks(self) -> None:
         """Compile every network in place (``nn.Module.compile``: the same parameters and state-dict keys):
         encoder, dynamics, reward, termination, both Q ensembles and the policy trunk. Each compiles at its
