@@ -1,9 +1,12 @@
-"""Mish on the CPU: torch's ``F.mish`` against the project's sigmoid form (:func:`agent.models.nets.mish`).
+"""Mish and dropout on the CPU: torch's ``F.mish`` / ``F.dropout`` against the project's forms in :mod:`agent.models.nets`.
 
 Baselines in the same run: ``F.mish`` and the elementwise kernels either form is built on. Shape
 ``[512, 384]`` (MPPI's 512 samples through a 1M-preset hidden layer), fp32 and bf16 forward without a
 gradient (as in planning), and forward + backward in fp32 (eager: ``mish`` hands a tensor that needs
-a gradient to ``F.mish``; compiled: the sigmoid form, fused).
+a gradient to ``F.mish``; compiled: the sigmoid form, fused). Dropout at TD-MPC2's ``p = 0.01`` on
+``[5, 768, 512]`` (the 1M Q ensemble's first layer in an update: 5 members x 3 x 256 rows), forward
+and forward + backward: ``F.dropout`` draws one Bernoulli per element, ``Dropout`` only the dropped
+positions.
 
     python benchmarks/activations.py [--iters 300]
 """
@@ -17,7 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from agent.models.nets import mish
+from agent.models.nets import Dropout, mish
 
 
 def per_call_us(fn: Callable[[torch.Tensor], object], x: torch.Tensor, iters: int) -> float:
@@ -53,6 +56,12 @@ def main() -> None:
         fp32, bf16 = per_call_us(fn, x32, args.iters), per_call_us(fn, x32.bfloat16(), args.iters)
         both = per_call_us(forward_backward(fn), x32, args.iters // 3) if "mish" in name else float("nan")
         print(f"{name:>22} {fp32:>9.1f} {bf16:>9.1f} {both:>16.1f}")
+    q = torch.randn(5, 768, 512, generator=torch.Generator().manual_seed(0))
+    print(f"{'dropout p=0.01':>22} {'fwd fp32 us':>11} {'fwd bf16 us':>11} {'fwd+bwd fp32 us':>16}  on {list(q.shape)}")
+    for name, fn in (("F.dropout", lambda x: F.dropout(x, 0.01, True)), ("Dropout (positions)", Dropout(0.01))):
+        fp32, bf16 = per_call_us(fn, q, args.iters // 10), per_call_us(fn, q.bfloat16(), args.iters // 10)
+        both = per_call_us(forward_backward(fn), q, args.iters // 10)
+        print(f"{name:>22} {fp32:>11.1f} {bf16:>11.1f} {both:>16.1f}")
 
 
 if __name__ == "__main__":

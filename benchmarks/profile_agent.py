@@ -1,0 +1,41 @@
+"""Where one TD-MPC2 plan or update spends its CPU time: ``torch.profiler`` over a few calls, top ops by self time.
+
+Same shapes and agent as ``planning_latency.py`` (walker-walk: obs 24, action 6; batch 256, horizon 3).
+The first lines print the mean time per call without the profiler, as the baseline to read the
+profile's shares against.
+
+    python benchmarks/profile_agent.py [--job update|plan] [--preset 1m] [--precision fp32|bf16] [--iters 5] [--rows 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from timing import timed
+from torch.profiler import ProfilerActivity, profile
+from walker import OBS, update_batch, walker_agent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", choices=("update", "plan"), default="update")
+    parser.add_argument("--preset", default="1m")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=25)
+    args = parser.parse_args()
+    agent = walker_agent(args.preset, overrides=(f"perf.precision={args.precision}",))
+    batch, obs = update_batch(), torch.randn(1, OBS)
+    fn = (lambda: agent.update(batch)) if args.job == "update" else (lambda: agent.act(obs, eval_mode=False))
+    print(f"torch {torch.__version__}, cpu, {torch.get_num_threads()} threads; {args.preset} {args.precision} {args.job}: "
+          f"{timed(fn, 10, 'cpu') * 1e3:.1f} ms per call without the profiler")  # fmt: skip
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(args.iters):
+            fn()
+    print(f"self CPU time over {args.iters} calls:")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+if __name__ == "__main__":
+    main()
