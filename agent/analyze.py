@@ -5,9 +5,10 @@ Keys: ``run_dir`` (or ``checkpoint``) required; ``out`` (default ``<run_dir>/ana
 (cpu), ``checkpoints`` (``last`` | ``all``). Writes metrics.json, pca.png, heatmap.png,
 reconstructions.png and prints the metrics as JSON; what the training's own analysis of the same
 step measured and this one cannot (the theorem's premise residuals, which need the run's
-transitions; the curve's ``final`` / ``best``) is kept in metrics.json, not overwritten. ``checkpoints=all`` analyses every kept
-``checkpoints/step_<n>.pt`` of the run into ``<out>/step_<n>/`` and writes the curve
-(``<out>/repr.csv``, ``<out>/curves.png``, ``final`` / ``best`` in ``<out>/metrics.json``).
+transitions; the curve's ``final`` / ``best``) is kept in metrics.json, not overwritten.
+``checkpoints=all`` analyses every kept ``checkpoints/step_<n>.pt`` of the run into
+``<out>/step_<n>/`` and writes the curve (``<out>/repr.csv``, ``<out>/curves.png``, ``final`` /
+``best`` in ``<out>/metrics.json``).
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
         path = out / "metrics.json"
         previous = json.loads(path.read_text()) if path.is_file() else {}
         metrics = _analyse_model(model, sets, out)
-        kept = _kept_from_training(previous, model.step, json.loads(path.read_text()))
+        written = json.loads(path.read_text())
+        kept = _kept_from_training(previous, model.step, written)
         if kept:
-            path.write_text(json.dumps({**json.loads(path.read_text()), **kept}, indent=2))
+            path.write_text(json.dumps({**written, **kept}, indent=2))
             print(f"kept from the training's analysis of step {model.step}: {sorted(kept)}", file=sys.stderr)
         print(json.dumps(metrics, indent=2))
         return metrics
