@@ -9,7 +9,7 @@ a Markdown table of each run's final and best (by held-out centroid accuracy) me
 Otherwise online runs: reads each run's ``eval.csv`` (evaluation with the planner) and ``episodes.csv`` (training episode
 returns, with exploration) and plots them against env steps (agent steps x the task's action repeat,
 read from the run's ``.hydra/config.yaml`` when present). ``metric=success`` plots the eval success
-rate instead of the return (the counting task).
+rate instead of the return (tasks that have one: counting, gym with ``task.success_on_termination=true``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from agent.analysis.figures import save_figure
 from agent.cli import parse_paths
+from envs import SUITES, success_on_termination
 
 
 def read_xy(path: Path, column: str) -> tuple[list[float], list[float]]:
@@ -34,12 +35,15 @@ def read_xy(path: Path, column: str) -> tuple[list[float], list[float]]:
     return [float(r["step"]) for r in rows], [float(r[column]) for r in rows]
 
 
+def run_task(run_dir: Path) -> dict:
+    """A run's task config from its ``.hydra/config.yaml`` (empty when the config is missing)."""
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    return dict(OmegaConf.to_container(OmegaConf.load(cfg_path)).get("task") or {}) if cfg_path.exists() else {}
+
+
 def action_repeat(run_dir: Path) -> int:
     """Env steps per agent step of a run (1 when the run's Hydra config is missing)."""
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    if not cfg_path.exists():
-        return 1
-    return int(OmegaConf.load(cfg_path).get("task", {}).get("action_repeat", 1))  # counting has none: 1
+    return int(run_task(run_dir).get("action_repeat", 1))  # counting has none: 1
 
 
 def plot_curves(run_dirs: list[Path], out: Path, metric: str = "return", labels: list[str] | None = None) -> Path:
@@ -47,6 +51,11 @@ def plot_curves(run_dirs: list[Path], out: Path, metric: str = "return", labels:
     if metric not in ("return", "success"):
         raise ValueError(f"unknown metric {metric!r}; expected 'return' or 'success'")
     labels = labels or [d.name for d in run_dirs]
+    for run_dir in run_dirs:
+        task = run_task(run_dir)
+        if metric == "success" and task.get("suite") in SUITES and not success_on_termination(task):
+            raise ValueError(f"{run_dir}: task {task['suite']}/{task.get('name')} has no success rate "
+                             f"(its episodes do not end by reaching a goal); plot metric=return")  # fmt: skip
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     for run_dir, label in zip(run_dirs, labels):

@@ -1,7 +1,7 @@
 """Planning returns of a trained TD-MPC2 agent: ``python -m agent.evaluate run_dir=<dir> [key=value ...]``.
 
 Keys: ``run_dir`` (or ``checkpoint``), ``episodes`` (10), ``device`` (cpu), ``out`` (run dir).
-Writes ``eval.json`` (MPPI and policy-prior-only returns, success rates) and ``episode.gif``
+Writes ``eval.json`` (MPPI and policy-prior-only returns; success rates, null for tasks without one) and ``episode.gif``
 (the first MPPI episode, for tasks with pixel observations).
 """
 
@@ -18,7 +18,7 @@ from agent.agents.factory import load_online_agent
 from agent.cli import parse
 from agent.run.common import obs_info, seed_everything
 from agent.run.evaluate import evaluate
-from envs import make_env
+from envs import make_env, success_on_termination
 
 KEYS = ("run_dir", "checkpoint", "episodes", "device", "out")
 
@@ -35,9 +35,10 @@ def main(argv: list[str] | None = None) -> dict:
     env = make_env(cfg, num_envs=1, seed=int(cfg["seed"]) + 20_000, device="cpu")
     obs_key = obs_info(env)[0]
     frames: list[np.ndarray] = []
+    success = success_on_termination(cfg["task"])
     result = {
-        "planner": evaluate(agent, env, obs_key, episodes, use_planner=True, frames=frames),
-        "policy_prior": evaluate(agent, env, obs_key, episodes, use_planner=False),
+        "planner": evaluate(agent, env, obs_key, episodes, use_planner=True, frames=frames, success=success),
+        "policy_prior": evaluate(agent, env, obs_key, episodes, use_planner=False, success=success),
         "task": cfg["task"]["name"],
     }
     print(json.dumps(result, indent=2))  # first: a write that fails below loses nothing

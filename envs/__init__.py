@@ -34,6 +34,19 @@ def _plain(cfg: Any) -> dict:
     return dict(cfg)
 
 
+def success_on_termination(task: Mapping) -> bool:
+    """Whether an episode that ends by termination is a success, i.e. whether the task has a success rate.
+
+    The counting task terminates when its target is reached; a gym task does when
+    ``task.success_on_termination`` says so (goal tasks such as MountainCarContinuous-v0; others, e.g.
+    Hopper, terminate by failing); DMC tasks never terminate. Tasks without one report no success rate.
+    """
+    suite = task.get("suite")
+    if suite not in SUITES:
+        raise ValueError(f"unknown task suite {suite!r}; available suites: {sorted(SUITES)}")
+    return suite == "counting" or (suite == "gym" and bool(task.get("success_on_termination", False)))
+
+
 def make_env(
     cfg: Any,
     *,

@@ -6,7 +6,7 @@ from torchrl.envs import EnvBase
 
 from envs.control import batch, standardise
 
-TASK_KEYS = ("suite", "name", "obs_type", "action_repeat", "episode_length")
+TASK_KEYS = ("suite", "name", "obs_type", "action_repeat", "episode_length", "success_on_termination")
 
 
 def env_steps(task: dict) -> int:
@@ -24,6 +24,8 @@ def build(task: dict, *, num_envs: int, seed: int | None, device: str) -> EnvBas
     unknown = sorted(set(task) - set(TASK_KEYS))
     if unknown:
         raise ValueError(f"unknown gym task option(s) {unknown}; expected keys among {list(TASK_KEYS)}")
+    if not isinstance(task.get("success_on_termination", False), bool):
+        raise ValueError(f"task.success_on_termination must be true or false, got {task['success_on_termination']!r}")
     if task.get("obs_type", "state") != "state":
         raise ValueError("gym tasks here are state-only (obs_type=state)")
     try:

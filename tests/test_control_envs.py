@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from envs import make_env
+from envs import make_env, success_on_termination
 from tests.conftest import ROOT, compose_cfg
 
 
@@ -87,11 +87,25 @@ def test_batched_control_env():
         (dmc("cartpole"), "'<domain>-<task>'"),
         (dmc("cartpole-swingup", obs_type="depth"), "unknown obs_type"),
         ({"suite": "gym", "name": "NoSuchEnv-v0"}, "unknown gym task"),
+        ({"suite": "gym", "name": "Pendulum-v1", "success_on_termination": "yes"}, "must be true or false"),
+        (dmc("cartpole-swingup", success_on_termination=True), "unknown dmc task option"),
     ],
 )
 def test_bad_control_tasks(task, match):
     with pytest.raises(ValueError, match=match):
         make_env({"task": task})
+
+
+def test_only_tasks_that_end_at_a_goal_have_a_success_rate():
+    """Termination is success on the counting task and on gym tasks that say so; DMC never terminates,
+    and a gym task may terminate by failing (Hopper falls), so by default it has no success rate."""
+    assert success_on_termination({"suite": "counting"})
+    assert not success_on_termination(dmc("cartpole-swingup"))
+    assert not success_on_termination(compose_cfg("task=gym/Pendulum-v1").task)
+    assert not success_on_termination({"suite": "gym", "name": "Hopper-v5"})
+    assert success_on_termination({"suite": "gym", "name": "MountainCarContinuous-v0", "success_on_termination": True})
+    with pytest.raises(ValueError, match="unknown task suite 'atari'"):
+        success_on_termination({"suite": "atari"})
 
 
 def test_hydra_task_configs_compose():

@@ -26,7 +26,9 @@ def test_curves_cli_plots_runs_and_scales_steps_by_action_repeat(tmp_path):
     out = main([str(a), str(b), f"out={tmp_path / 'c.png'}", "labels=x,y"])
     image = iio.imread(out)
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
-    assert main([str(a), "metric=success", f"out={tmp_path / 's.png'}"]).exists()
+    assert main([str(b), "metric=success", f"out={tmp_path / 's.png'}"]).exists()
+    with pytest.raises(ValueError, match="task dmc/None has no success rate"):  # DMC never terminates
+        main([str(a), "metric=success", f"out={tmp_path / 's.png'}"])
 
 
 def test_curves_cli_rejects_a_directory_without_eval_csv(tmp_path):

@@ -46,6 +46,7 @@ def test_online_smoke_run_of_each_suite(tmp_path, task):
         assert key in header
     evals = (tmp_path / "eval.csv").read_text().strip().split("\n")
     assert len(evals) == 3  # header + steps 60 and 120
+    assert ("eval/success" in evals[0]) == (task[0] == "task=counting")  # the only one of these with a success rate
     assert (tmp_path / "eval" / "step_0000120.json").is_file()
 
 

@@ -17,11 +17,13 @@ from agent.run.status import read_status, write_status
 
 
 def make_run(path: Path, overrides: list[str], seed: int, *, acc: float | None = None, returns: list[float] | None = None,
-             status: str | None = "complete", steps: int = 100) -> Path:  # fmt: skip
+             status: str | None = "complete", steps: int = 100, task: dict | None = None) -> Path:  # fmt: skip
     """A run directory as train.py leaves it: .hydra config and overrides, outputs, status.json."""
     (path / ".hydra").mkdir(parents=True)
     online = returns is not None
     cfg = {"seed": seed, "steps": steps, "agent": {"name": "tdmpc2" if online else "pjepa", "total_steps": steps}}
+    if task is not None:
+        cfg["task"] = task
     (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
     (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides, f"seed={seed}", "log.progress=false"]))
     if online:
@@ -100,6 +102,15 @@ def test_interval_is_the_mean_or_iqm_with_a_ci_that_holds_it():
     assert value[0] == 0.4 and np.isnan(lo[0]) and np.isnan(hi[0])  # one seed: no interval
     again = interval(np.array([[0.5], [0.7], [0.6]]), "mean", reps=2000, seed=0)
     assert again[1][0] == interval(np.array([[0.5], [0.7], [0.6]]), "mean", reps=2000, seed=0)[1][0]  # seeded
+
+
+def test_success_is_no_score_on_tasks_without_one(tmp_path):
+    """Runs from before tasks declared their success logged a rate of 0 on DMC (never terminates): the
+    report shows no success for them, and keeps it where termination is the goal (counting)."""
+    dmc = make_run(tmp_path / "dmc", ["agent=tdmpc2"], 1, returns=[600.0], task={"suite": "dmc", "name": "cartpole-swingup"})
+    counting = make_run(tmp_path / "counting", ["agent=tdmpc2"], 1, returns=[600.0], task={"suite": "counting"})
+    assert np.isnan(read_run(dmc).final["success"]) and read_run(dmc).final["return"] == 600.0
+    assert read_run(counting).final["success"] == 1.0
 
 
 def test_report_cli_writes_tables_and_curves(sweep, tmp_path, capsys):

@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from agent.run.config import PLUMBING
 from agent.run.status import read_status
+from envs import SUITES, success_on_termination
 
 REPR_METRICS = ("heldout_centroid_acc", "heldout_knn_acc", "heldout_probe_acc", "distinct_counts", "kmeans_ari",
                 "insample_centroid_acc", "encoding_size", "unhealthy_collapse", "consistency_residual", "aux_residual")  # fmt: skip
@@ -151,7 +152,10 @@ def _read_online(rec: RunRecord, cfg: dict) -> None:
         rec.status, rec.reason = "incomplete", f"no evaluation yet (eval.csv empty; target {target} steps)"
         return
     rec.curve = {"step": curve["step"], "eval/return": curve["eval/return"]}
-    rec.final = {"return": curve["eval/return"][-1], "success": curve["eval/success"][-1]}
+    task = cfg.get("task")
+    has_success = not isinstance(task, dict) or task.get("suite") not in SUITES or success_on_termination(task)
+    # runs from before tasks declared their success logged a rate of 0 where none is defined: not a score
+    rec.final = {"return": curve["eval/return"][-1], "success": curve["eval/success"][-1] if has_success else math.nan}
     rec.step = int(curve["step"][-1])
     if rec.step < target:  # a run evaluates at its last step: an earlier last evaluation was cut short
         rec.status, rec.reason = "incomplete", f"last evaluation at step {rec.step} of {target}"

@@ -22,11 +22,13 @@ def evaluate(
     episodes: int,
     use_planner: bool = True,
     frames: list[np.ndarray] | None = None,
-) -> dict[str, float | list[float]]:
+    success: bool = True,
+) -> dict[str, float | list[float] | None]:
     """Run ``episodes`` episodes in eval mode (no exploration noise).
 
-    Success is an episode that ended by termination (the counting task reaching its target);
-    tasks that only truncate report a success rate of 0.
+    Success is an episode that ended by termination (the counting task reaching its target), for
+    tasks where termination means that (``success``: :func:`envs.success_on_termination`); for others
+    ``success_rate`` is None.
     Returns ``return_mean``, ``return_std``, ``success_rate``, ``length_mean``, ``episodes`` and the
     per-episode ``returns`` (outcomes can be bimodal: the mean alone hides it).
     If ``frames`` is a list, the first episode's frames (HWC uint8) are appended to it.
@@ -51,7 +53,7 @@ def evaluate(
     return {
         "return_mean": float(np.mean(returns)),
         "return_std": float(np.std(returns)),
-        "success_rate": float(np.mean(successes)),
+        "success_rate": float(np.mean(successes)) if success else None,
         "length_mean": float(np.mean(lengths)),
         "episodes": episodes,
         "returns": [float(r) for r in returns],

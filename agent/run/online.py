@@ -20,7 +20,7 @@ from agent.run.common import aux_data_keys, deadline, obs_info
 from agent.run.evaluate import batched, evaluate
 from agent.run.settings import OnlineSettings
 from agent.run.skeleton import RunSkeleton
-from envs import make_env
+from envs import make_env, success_on_termination
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class OnlineTrainer(RunSkeleton):
         self.agent = build_tdmpc_agent(s, obs_shape, action_dim, self.device)
         self.horizon = a.horizon
         self.aux_keys = aux_data_keys(self.agent.aux, self.env, s.task["name"])
+        self.has_success = success_on_termination(s.task)
         length = episode_length(s.task)
         if s.task["suite"] == "counting" and self.horizon > 1:
             raise ValueError(
@@ -178,9 +179,12 @@ class OnlineTrainer(RunSkeleton):
     def evaluate(self) -> dict[str, float]:
         """Evaluation episodes on an env seeded by the step (so a resumed run evaluates as an unbroken one)."""
         eval_env = make_env(self.cfg, num_envs=1, seed=self.s.seed + 10_000 + self.step, device="cpu")
-        out = evaluate(self.agent, eval_env, self.obs_key, self.s.agent.eval_episodes)
+        out = evaluate(self.agent, eval_env, self.obs_key, self.s.agent.eval_episodes, success=self.has_success)
         eval_env.close()
-        self.logger.log(self.step, {"eval/return": out["return_mean"], "eval/success": out["success_rate"]}, table="eval")
+        scores = {"eval/return": out["return_mean"]}
+        if out["success_rate"] is not None:  # tasks without a notion of success log none (not a rate of 0)
+            scores["eval/success"] = out["success_rate"]
+        self.logger.log(self.step, scores, table="eval")
         path = self.run_dir / "eval" / f"step_{self.step:07d}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=2))
