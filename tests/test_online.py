@@ -139,6 +139,19 @@ def test_paper_random_collection_holds_actions(tmp_path):
     assert torch.equal(trainer._act(td, random=True), first)  # held within the repeat window
 
 
+def test_seed_step_actions_do_not_depend_on_the_model(tmp_path):
+    """Runs that differ only in aux (so in the model built before acting) take the same seed-step actions."""
+    from agent.run.online import OnlineTrainer
+
+    actions = []
+    for aux in ("none", "random"):
+        trainer = OnlineTrainer(online_cfg("task=gym/Pendulum-v1", "task.episode_length=20", f"aux={aux}"), tmp_path / aux)
+        td = trainer.env.reset()
+        actions.append(torch.stack([trainer._act(td, random=True) for _ in range(4)]))
+    assert torch.equal(actions[0], actions[1])  # paired across aux rows
+    assert len(set(actions[0].flatten().tolist())) == 4  # and drawn anew each seed step (no hold)
+
+
 def test_seed_steps_end_with_a_burst_of_pretraining_updates(tmp_path, monkeypatch):
     from agent.run.online import OnlineTrainer
 

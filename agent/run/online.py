@@ -58,9 +58,10 @@ class OnlineTrainer(RunSkeleton):
         )  # fmt: skip
         self.signature = tdmpc_signature(c, obs_shape, action_dim)
         spec = self.env.action_spec.space
-        self.random_policy = RepeatedRandomPolicy(
-            spec.low, spec.high, s.data.action_hold, seed=s.seed, carry=s.data.hold_across_resets
-        )
+        # random actions come from their own generator (seeded by the run's seed), not the global RNG whose
+        # draws depend on the model built before them: runs that differ only in aux see the same seed steps
+        hold = s.data.action_hold if a.collect == "random" else 1  # planner collection: uniform each seed step
+        self.random_policy = RepeatedRandomPolicy(spec.low, spec.high, hold, seed=s.seed, carry=s.data.hold_across_resets)
         self.episode, self.pretrained = 0, False
         self.actions: list[torch.Tensor] = []  # every action taken, in order: a resume replays them
         self._td: TensorDict | None = None  # the env's current step (None: reset at the start of run)
@@ -73,10 +74,8 @@ class OnlineTrainer(RunSkeleton):
         Random actions are the paper's (uniform, held ``data.action_hold`` steps) when
         ``agent.collect=random``, else uniform each step (the seed steps).
         """
-        if random and self.s.agent.collect == "random":
-            return self.random_policy(td.clone())["action"]
         if random:
-            return self.env.action_spec.rand()
+            return self.random_policy(td.clone())["action"]
         action = self.agent.act(batched(td[self.obs_key], self.env), eval_mode=False).cpu()
         return action if self.env.batch_size else action[0]
 
