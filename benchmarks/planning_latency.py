@@ -16,10 +16,10 @@ import torch
 from timing import timed
 from walker import OBS, update_batch, walker_agent
 
-SWITCHES = {
-    "eager": [],
+SWITCHES = {  # precision named in every row: the agent's default (bf16) is not the baseline
+    "eager": ["perf.precision=fp32"],
     "bf16": ["perf.precision=bf16"],
-    "compile": ["perf.compile=true"],
+    "compile": ["perf.compile=true", "perf.precision=fp32"],
     "compile+bf16": ["perf.compile=true", "perf.precision=bf16"],
 }
 

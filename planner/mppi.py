@@ -78,12 +78,16 @@ class MPPI:
         model: anything with the :class:`PlanningModel` verbs.
         cfg: planner settings.
         seed: seed of the planner's own generator (sampling noise and the final elite draw).
+        compile: run :meth:`estimate_value` (the rollout of all sequences through the model's verbs and the
+            terminal value, per iteration) through ``torch.compile`` as one graph; the same maths and
+            random draws up to kernel rounding. It compiles at the first plan per batch shape.
     """
 
-    def __init__(self, model: PlanningModel, cfg: MPPIConfig, seed: int = 0) -> None:
+    def __init__(self, model: PlanningModel, cfg: MPPIConfig, seed: int = 0, compile: bool = False) -> None:
         self.model, self.cfg, self.seed = model, cfg, seed
         self._gen: torch.Generator | None = None  # all of the planner's randomness, model calls included
         self._prev_mean: Tensor | None = None  # [H, N, A]
+        self._value = torch.compile(self.estimate_value) if compile else self.estimate_value
 
     def reset(self, mask: Tensor | None = None) -> None:
         """Forget the warm start (for envs where ``mask [N]`` is True, or all)."""
@@ -160,7 +164,7 @@ class MPPI:
         for _ in range(c.iterations):
             noise = torch.randn(h, n, n_rand, a_dim, device=dev, dtype=z.dtype, generator=gen)
             actions[:, :, c.num_pi_trajs :] = (mean[:, :, None] + std[:, :, None] * noise).clamp(-1, 1)
-            value = self.estimate_value(zs, actions).nan_to_num(nan=-float("inf"))  # [N, S]
+            value = self._value(zs, actions).nan_to_num(nan=-float("inf"))  # [N, S]
             elite_value, elite_idx = value.topk(c.num_elites, dim=1)  # [N, E]
             elites = torch.gather(actions, 2, elite_idx[None, :, :, None].expand(h, n, c.num_elites, a_dim))
             score = torch.softmax(c.temperature * elite_value, dim=1)  # [N, E]

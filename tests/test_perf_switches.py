@@ -114,7 +114,7 @@ def test_mish_is_the_same_function_as_torchs():
 
 
 # no Q dropout: compiled code draws its masks from inductor's own generator, never the eager masks
-ONLINE = ("agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=small", "agent.dropout=0")
+ONLINE = ("agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=small", "agent.dropout=0", "perf.precision=fp32")
 
 
 def _online_agents(*overrides: str):
@@ -132,7 +132,7 @@ def _online_agents(*overrides: str):
     "overrides, rtol",
     [
         (("perf.precision=bf16",), 0.05),
-        pytest.param(("perf.compile=true",), 1e-4, marks=pytest.mark.slow),  # compiles each network (~1 min)
+        pytest.param(("perf.compile=true",), 1e-4, marks=pytest.mark.slow),  # compiles each network and the rollout (~1 min)
     ],
 )  # fmt: skip
 def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
@@ -156,8 +156,8 @@ def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
     values = []
     for agent in (base, fast):
         agent.planner._gen = torch.Generator().manual_seed(3)  # the same Q pair
-        with torch.no_grad(), autocast(agent.device, agent.cfg.precision):
-            values.append(agent.planner.estimate_value(z[:, None].expand(4, 512, z.shape[-1]), actions).float())
+        with torch.no_grad(), autocast(agent.device, agent.cfg.precision):  # the rollout plan() runs (compiled when asked)
+            values.append(agent.planner._value(z[:, None].expand(4, 512, z.shape[-1]), actions).float())
     want_v, got_v = values
     if rtol < 1e-3:
         torch.testing.assert_close(got_v, want_v, rtol=rtol, atol=rtol)
@@ -180,3 +180,22 @@ def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
     assert all(s["exp_avg"].dtype == torch.float32 for s in fast.optim.state.values())
     compiled = [net._compiled_call_impl is not None for net in (fast.model.qs, fast.model.wm.dynamics, fast.model.policy.net)]
     assert all(compiled) == fast.cfg.compile and not any(net._compiled_call_impl for net in (base.model.qs, base.model.reward_head))
+    rollouts = [p._value != p.estimate_value for p in (fast.planner, fast.eval_planner)]  # compiled: a wrapper
+    assert all(rollouts) == fast.cfg.compile and base.planner._value == base.planner.estimate_value
+    assert fast.act(batch["obs"][0, :2]).shape == (2, 6)  # planning runs end to end on the switch
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_bf16_on_a_device_without_native_bf16_warns(precision, monkeypatch, caplog, tmp_path):
+    """bf16 autocast is emulated (and can be slower than fp32) where the CPU lacks avx512_bf16 and AMX:
+    a run that asks for it there says so at the start; fp32 runs say nothing."""
+    from agent.run.common import native_bf16
+    from agent.run.online import OnlineTrainer
+    from tests.test_online import online_cfg
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not native_bf16(torch.device("cpu"))
+    with caplog.at_level("WARNING", logger="agent.run.skeleton"):
+        OnlineTrainer(online_cfg("task=gym/Pendulum-v1", "task.episode_length=20", f"perf.precision={precision}"), tmp_path)
+    assert ("no native bf16" in caplog.text) == (precision == "bf16")

@@ -36,7 +36,8 @@ class TDMPCConfig:
         tau: Polyak rate of the target Q ensemble.
         precision: ``fp32`` or ``bf16`` (autocast of the update's forward passes and of planning; weights,
             optimiser state and the planner's sampling distribution stay fp32).
-        compile: compile the model's networks in place (:meth:`TDMPCModel.compile_networks`).
+        compile: compile the model's networks in place (:meth:`TDMPCModel.compile_networks`) and both
+            planners' value rollouts as whole graphs (``MPPI(compile=True)``).
     """
 
     loss_scales: dict[str, float] = field(
@@ -83,8 +84,8 @@ class TDMPCAgent(nn.Module):
             wm_params.append({"params": aux_params})
         self.optim = adam(wm_params, cfg.lr, cfg.eps)
         self.pi_optim = adam(model.policy.parameters(), cfg.pi_lr, eps=1e-5)
-        self.planner = MPPI(model, planner, seed=seed)
-        self.eval_planner = MPPI(model, planner, seed=seed + 1)  # evaluation never disturbs training's warm start
+        self.planner = MPPI(model, planner, seed=seed, compile=cfg.compile)
+        self.eval_planner = MPPI(model, planner, seed=seed + 1, compile=cfg.compile)  # evaluation never disturbs training's warm start
         if cfg.compile:
             model.compile_networks()
 

@@ -22,7 +22,13 @@ from agent.agents.update import (
     training_stopped,
 )
 from agent.run.checkpoint import Checkpoint, Checkpointer, check_signature
-from agent.run.common import resolve_device, rng_state, seed_everything, set_rng_state
+from agent.run.common import (
+    native_bf16,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from agent.run.config import changed_settings
 from agent.run.logger import Logger
 from agent.run.settings import OnlineSettings, RepresentationSettings, load_settings
@@ -49,6 +55,11 @@ class RunSkeleton:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = resolve_device(self.s.device)
         resolve_device(self.s.data.device, "data.device")  # where the buffer stores: checked before any work
+        if self.s.perf.precision == "bf16" and not native_bf16(self.device):
+            log.warning(
+                "perf.precision=bf16, but %s has no native bf16 (CPU: avx512_bf16 or AMX; GPU: Ampere or newer): "
+                "autocast is emulated there and may be slower than perf.precision=fp32", self.device,
+            )  # fmt: skip
         if self.s.threads is not None:
             torch.set_num_threads(self.s.threads)
         seed_everything(self.s.seed)
