@@ -48,6 +48,9 @@ def main() -> None:
     dev = args.device
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if dev.startswith('cuda') else f'cpu, {torch.get_num_threads()} threads'}")
     print(f"{'preset':>7} {'switch':>13} {'params':>10} {'plan ms/action':>15} {'x eager':>8} {'prior-only ms':>14} {'updates/s':>10} {'x eager':>8}")
+    # one unreported row first: the process's one-time costs (allocator, oneDNN primitive caches) made the
+    # first row ~1.5x slower than the same row repeated at the end (docs/benchmarks.md)
+    measure(args.presets[0], "eager", dev, 2)
     for preset in args.presets:
         base = None
         for switch in ["eager", *[s for s in args.switches if s != "eager"], "eager"]:  # the baseline first and last
