@@ -77,7 +77,7 @@ def test_the_main_job_runs_the_counting_recipe_and_the_online_agent_does_not():
         gym = compose("config", overrides=["task=gym/Pendulum-v1"])
         mine = compose("config", overrides=["task=counting", "task.reward_type=sparse", "model=small"])
     assert (main.model.name, main.model.pixel_encoder, main.model.shift_pad) == ("counting", "pooled", 0)
-    assert (main.task.reward_type, main.loss_scales.aux, main.perf.precision, main.probe.every, main.steps) == ("dense", 5.0, "bf16", 4, 14000)
+    assert (main.task.reward_type, main.loss_scales.aux, main.perf.precision, main.probe.every, main.steps) == ("dense", 5.0, "auto", 4, 14000)
     assert (main.optim.schedule, main.optim.drop_at, main.optim.min_lr_scale) == ("step", 9000, 0.3333)
     assert (online.model.name, online.task.reward_type) == ("small", "sparse")
     assert "reward_type" not in gym.task and gym.loss_scales.aux == 1.0

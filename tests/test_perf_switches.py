@@ -185,17 +185,44 @@ def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
     assert fast.act(batch["obs"][0, :2]).shape == (2, 6)  # planning runs end to end on the switch
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def _cpu_bf16(monkeypatch, native: bool) -> None:
+    """Make the CPU look as if it had (or lacked) native bf16 (avx512_bf16 / AMX)."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_exactly_where_it_is_native(native, monkeypatch):
+    """``perf.precision=auto`` is bf16 on a device with native bf16 and fp32 elsewhere (where emulated
+    bf16 ran 13-15x slower than fp32, docs/benchmarks.md): the same losses, bit for bit, as that precision."""
+    from agent.agents.update import autocast, native_bf16, resolve_precision
+
+    _cpu_bf16(monkeypatch, native)
+    cpu = torch.device("cpu")
+    assert native_bf16(cpu) == native
+    want = "bf16" if native else "fp32"
+    assert resolve_precision("auto", cpu) == want and resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with autocast(cpu, "auto"):
+        assert torch.is_autocast_enabled("cpu") == native
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16", cpu)
+    base, auto = _online_agents("perf.precision=auto")
+    _, same = _online_agents(f"perf.precision={want}")
+    batch = {"obs": torch.randn(4, 8, 24), "action": torch.rand(3, 8, 6) * 2 - 1, "reward": torch.rand(3, 8, 1), "terminated": torch.zeros(3, 8, 1)}
+    got, ref = [(torch.manual_seed(5), agent.update(batch))[1] for agent in (auto, same)]
+    for k in ("loss/dyn", "loss/reward", "loss/value", "loss/pi"):
+        assert torch.equal(got[k], ref[k]), k
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32", "auto"])
 def test_bf16_on_a_device_without_native_bf16_warns(precision, monkeypatch, caplog, tmp_path):
-    """bf16 autocast is emulated (and can be slower than fp32) where the CPU lacks avx512_bf16 and AMX:
-    a run that asks for it there says so at the start; fp32 runs say nothing."""
-    from agent.run.common import native_bf16
+    """bf16 autocast is emulated (and can be far slower than fp32) where the CPU lacks avx512_bf16 and AMX:
+    a run that asks for it there says so at the start; fp32 runs say nothing; auto says it chose fp32."""
     from agent.run.online import OnlineTrainer
     from tests.test_online import online_cfg
 
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert not native_bf16(torch.device("cpu"))
-    with caplog.at_level("WARNING", logger="agent.run.skeleton"):
+    _cpu_bf16(monkeypatch, False)
+    with caplog.at_level("INFO", logger="agent.run.skeleton"):
         OnlineTrainer(online_cfg("task=gym/Pendulum-v1", "task.episode_length=20", f"perf.precision={precision}"), tmp_path)
     assert ("no native bf16" in caplog.text) == (precision == "bf16")
+    assert ("perf.precision=auto: fp32 on cpu" in caplog.text) == (precision == "auto")

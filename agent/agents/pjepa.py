@@ -39,7 +39,7 @@ class UpdateConfig:
         probe: train the decoder probe alongside.
         probe_lr: the probe's learning rate.
         probe_batch: samples of each batch the probe trains on (its decoder costs ~3x the encoder).
-        precision: ``fp32`` or ``bf16`` (autocast of the update's forward passes; weights, optimiser
+        precision: ``fp32``, ``bf16`` or ``auto`` (autocast of the update's forward passes; weights, optimiser
             state and the analysis stay fp32).
         channels_last: keep conv weights and frames in channels-last memory (same maths, faster convs).
         compile: run the loss (forward and backward) through ``torch.compile`` (inductor; the first

@@ -34,7 +34,7 @@ class TDMPCConfig:
         lr, eps, enc_lr_scale, grad_clip: world-model optimiser (Adam).
         pi_lr, entropy_coef: policy prior optimiser (Adam eps 1e-5) and entropy bonus.
         tau: Polyak rate of the target Q ensemble.
-        precision: ``fp32`` or ``bf16`` (autocast of the update's forward passes and of planning; weights,
+        precision: ``fp32``, ``bf16`` or ``auto`` (autocast of the update's forward passes and of planning; weights,
             optimiser state and the planner's sampling distribution stay fp32).
         compile: compile the model's networks in place (:meth:`TDMPCModel.compile_networks`) and both
             planners' value rollouts as whole graphs (``MPPI(compile=True)``).

@@ -34,7 +34,7 @@ def optimizer_step(optim: torch.optim.Optimizer, loss: Tensor, clip: float, what
     return grad_norm
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device computes it natively, else fp32
 
 
 def check_precision(precision: str) -> None:
@@ -43,10 +43,29 @@ def check_precision(precision: str) -> None:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively: a CPU with ``avx512_bf16`` or AMX, a CUDA GPU of the
+    Ampere generation or newer. Elsewhere bf16 autocast is emulated and can be far slower than fp32
+    (13-15x on an avx2-only CPU, docs/benchmarks.md)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":  # torch.cpu's own probes (private: absent ones count as no)
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return True
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16``: ``precision`` itself, or for ``auto`` bf16 exactly where ``device`` has native bf16."""
+    check_precision(precision)
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """The forward passes' precision context: bf16 autocast on ``device``'s type, or a no-op for fp32
-    (weights, optimiser state and what is stored stay fp32)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    (weights, optimiser state and what is stored stay fp32); ``auto`` as :func:`resolve_precision`."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
 
 
 ADAM_EPS = 1e-8  # PyTorch's default: what optim.eps means when a config predates it

@@ -24,16 +24,6 @@ def resolve_device(name: str, key: str = "device") -> torch.device:
     return device
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes in bf16 natively: a CPU with ``avx512_bf16`` or AMX, a CUDA GPU of the
-    Ampere generation or newer. Elsewhere bf16 autocast is emulated and can be slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == "cpu":  # torch.cpu's own probes (private: absent ones count as no)
-        return any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return True
-
-
 def obs_info(env) -> tuple[str, tuple[int, ...], int]:
     """(observation key, one observation's shape, action size) from the env's specs."""
     spec = env.observation_spec

@@ -134,7 +134,7 @@ class RepCheckpoint(Checkpoint):
 
 @dataclass(frozen=True, kw_only=True)
 class Perf:
-    precision: str = setting("fp32 | bf16 autocast of the forward passes", choice(*PRECISIONS), default="fp32")
+    precision: str = setting("fp32 | bf16 | auto (bf16 where the device has native bf16, else fp32): autocast of the forward passes", choice(*PRECISIONS), default="fp32")
     compile: bool = setting("torch.compile (representation job: the update's loss; online job: every network)", BOOL, default=False)
 
 

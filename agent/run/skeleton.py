@@ -19,11 +19,12 @@ from agent.agents.factory import check_preset, to_dict
 from agent.agents.update import (
     NonFiniteLossError,
     check_finite_weights,
+    native_bf16,
+    resolve_precision,
     training_stopped,
 )
 from agent.run.checkpoint import Checkpoint, Checkpointer, check_signature
 from agent.run.common import (
-    native_bf16,
     resolve_device,
     rng_state,
     seed_everything,
@@ -55,17 +56,24 @@ class RunSkeleton:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = resolve_device(self.s.device)
         resolve_device(self.s.data.device, "data.device")  # where the buffer stores: checked before any work
-        if self.s.perf.precision == "bf16" and not native_bf16(self.device):
-            log.warning(
-                "perf.precision=bf16, but %s has no native bf16 (CPU: avx512_bf16 or AMX; GPU: Ampere or newer): "
-                "autocast is emulated there and may be slower than perf.precision=fp32", self.device,
-            )  # fmt: skip
+        self.log_precision()
         if self.s.threads is not None:
             torch.set_num_threads(self.s.threads)
         seed_everything(self.s.seed)
         self.checkpointer = Checkpointer(self.ckpt_dir, self.s.checkpoint.keep)
         self.step = 0
         self.logger: Logger | None = None
+
+    def log_precision(self) -> None:
+        """Say what ``perf.precision=auto`` resolved to, and warn where asked-for bf16 is emulated."""
+        asked = self.s.perf.precision
+        if asked == "auto":
+            log.info("perf.precision=auto: %s on %s", resolve_precision(asked, self.device), self.device)
+        elif asked == "bf16" and not native_bf16(self.device):
+            log.warning(
+                "perf.precision=bf16, but %s has no native bf16 (CPU: avx512_bf16 or AMX; GPU: Ampere or newer): "
+                "autocast is emulated there and can be many times slower than perf.precision=fp32 (or auto)", self.device,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ job hooks
     def job_state(self) -> dict:
