@@ -194,7 +194,7 @@ def _cpu_bf16(monkeypatch, native: bool) -> None:
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bf16_exactly_where_it_is_native(native, monkeypatch):
     """``perf.precision=auto`` is bf16 on a device with native bf16 and fp32 elsewhere (where emulated
-    bf16 ran 13-15x slower than fp32, docs/benchmarks.md): the same losses, bit for bit, as that precision."""
+    bf16 ran 9-23x slower than fp32, docs/benchmarks.md): the same losses, bit for bit, as that precision."""
     from agent.agents.update import autocast, native_bf16, resolve_precision
 
     _cpu_bf16(monkeypatch, native)

@@ -46,7 +46,7 @@ def check_precision(precision: str) -> None:
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes in bf16 natively: a CPU with ``avx512_bf16`` or AMX, a CUDA GPU of the
     Ampere generation or newer. Elsewhere bf16 autocast is emulated and can be far slower than fp32
-    (13-15x on an avx2-only CPU, docs/benchmarks.md)."""
+    (9-23x on an AVX2-only CPU, docs/benchmarks.md)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":  # torch.cpu's own probes (private: absent ones count as no)
