@@ -70,7 +70,7 @@ def main(cfg: DictConfig) -> dict:
     except (Exception, KeyboardInterrupt) as err:  # recorded for the sweep report, then raised as it was
         write_status(run_dir, "failed", reason=f"{type(err).__name__}: {err}", step=getattr(trainer, "step", None))
         raise
-    write_status(run_dir, "complete", agent=name, step=trainer.step)
+    write_status(run_dir, "complete", agent=name, step=trainer.step, precision=trainer.precision)
     log.info("final metrics: %s", json.dumps(metrics))
     return metrics
 

@@ -129,7 +129,7 @@ def rep_jobs() -> list[tuple[str, str, Callable[[], object]]]:
     from agent.agents.factory import build_agent
 
     jobs = []
-    for label, extra in (("rep bf16+cl", ""), ("rep fp32", " perf.precision=fp32 perf.channels_last=false")):
+    for label, extra in (("rep bf16+cl", " perf.precision=bf16"), ("rep fp32", " perf.precision=fp32 perf.channels_last=false")):
         cfg = config("counting" + extra, 256, "cpu")
         torch.manual_seed(0)
         agent, batch = build_agent(cfg, (3, 64, 64), 1, "cpu"), filled_buffer(cfg, frames=4096).sample()

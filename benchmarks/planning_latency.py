@@ -16,7 +16,7 @@ import torch
 from timing import timed
 from walker import OBS, update_batch, walker_agent
 
-SWITCHES = {  # precision named in every row: the agent's default (bf16) is not the baseline
+SWITCHES = {  # precision named in every row: the agent's default (auto) is not the baseline
     "eager": ["perf.precision=fp32"],
     "bf16": ["perf.precision=bf16"],
     "compile": ["perf.compile=true", "perf.precision=fp32"],

@@ -21,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--job", choices=("update", "plan"), default="update")
     parser.add_argument("--preset", default="1m")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()

@@ -29,6 +29,7 @@ def test_a_failed_job_does_not_stop_the_sweep_and_the_report_names_it(tmp_path):
     failed, done = jobs(tmp_path)
     assert read_status(failed)["status"] == "failed" and "non-finite" in read_status(failed)["reason"]
     assert read_status(done) == {**read_status(done), "status": "complete", "step": 6}  # ... after running the other
+    assert read_status(done)["precision"] in ("fp32", "bf16")  # what the run computed in (auto resolved)
     out = report.main([str(tmp_path), "reps=200"])
     rows = {r["path"]: r for r in csv.DictReader((out / "runs.csv").open())}
     assert rows[str(failed)]["status"] == "failed" and "training stopped at step" in rows[str(failed)]["reason"]

@@ -8,7 +8,7 @@ A checkpoint's saved config goes through the same conversion: one that no longer
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agent.agents.pjepa import PJEPAAgent, UpdateConfig
 from agent.agents.tdmpc import TDMPCAgent, TDMPCConfig
+from agent.agents.update import resolve_precision
 from agent.auxiliary import AuxTask
 from agent.models.heads import discount_from_episode_length
 from agent.models.tdmpc import TDMPCModel
@@ -116,7 +117,8 @@ def build_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, device: s
     s = settings_of(cfg, RepresentationSettings)
     wm = build_world_model(s.model, obs_shape, action_dim)
     aux = build_aux(s.aux, wm.latent_dim, wm.obs_shape)
-    return PJEPAAgent(wm, aux, update_config(s)).to(device)
+    update = replace(update_config(s), precision=resolve_precision(s.perf.precision, torch.device(device)))  # auto, once
+    return PJEPAAgent(wm, aux, update).to(device)
 
 
 def signature(cfg: Any, obs_shape: tuple[int, ...], action_dim: int) -> dict:
@@ -157,7 +159,8 @@ def build_tdmpc_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, dev
         loss_scales=dict(a.loss_scales), routing=s.routing, detach_target=s.detach_target, rho=s.rho,
         discount=discount_from_episode_length(episode_length(s.task)),
         lr=s.optim.lr, eps=s.optim.eps, enc_lr_scale=a.enc_lr_scale, grad_clip=s.optim.grad_clip,
-        pi_lr=a.pi_lr, entropy_coef=a.entropy_coef, tau=a.tau, precision=s.perf.precision, compile=s.perf.compile,
+        pi_lr=a.pi_lr, entropy_coef=a.entropy_coef, tau=a.tau, compile=s.perf.compile,
+        precision=resolve_precision(s.perf.precision, torch.device(device)),  # auto, once: hot code gets fp32 | bf16
     )  # fmt: skip
     planner = MPPIConfig(horizon=a.horizon, gamma=update.discount, **asdict(a.planner))
     return TDMPCAgent(model, aux, update, planner, seed=s.seed).to(device)

@@ -45,13 +45,13 @@ def check_precision(precision: str) -> None:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes in bf16 natively: a CPU with ``avx512_bf16`` or AMX, a CUDA GPU of the
-    Ampere generation or newer. Elsewhere bf16 autocast is emulated and can be far slower than fp32
-    (9-23x on an AVX2-only CPU, docs/benchmarks.md)."""
+    Ampere generation or newer (or a ROCm GPU). Elsewhere, and on any other device type, bf16 autocast
+    counts as emulated: far slower than fp32 on an AVX2-only CPU (docs/benchmarks.md, "Emulated bf16")."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.version.hip is not None or torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":  # torch.cpu's own probes (private: absent ones count as no)
         return any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return True
+    return False
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -64,7 +64,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """The forward passes' precision context: bf16 autocast on ``device``'s type, or a no-op for fp32
-    (weights, optimiser state and what is stored stay fp32); ``auto`` as :func:`resolve_precision`."""
+    (weights, optimiser state and what is stored stay fp32); ``auto`` as :func:`resolve_precision`
+    (the agent factories resolve it once, so hot code passes fp32 or bf16)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
 
 

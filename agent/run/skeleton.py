@@ -56,6 +56,7 @@ class RunSkeleton:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = resolve_device(self.s.device)
         resolve_device(self.s.data.device, "data.device")  # where the buffer stores: checked before any work
+        self.precision = resolve_precision(self.s.perf.precision, self.device)  # fp32 | bf16: what this run computes in
         self.log_precision()
         if self.s.threads is not None:
             torch.set_num_threads(self.s.threads)
@@ -68,7 +69,7 @@ class RunSkeleton:
         """Say what ``perf.precision=auto`` resolved to, and warn where asked-for bf16 is emulated."""
         asked = self.s.perf.precision
         if asked == "auto":
-            log.info("perf.precision=auto: %s on %s", resolve_precision(asked, self.device), self.device)
+            log.info("perf.precision=auto: %s on %s", self.precision, self.device)
         elif asked == "bf16" and not native_bf16(self.device):
             log.warning(
                 "perf.precision=bf16, but %s has no native bf16 (CPU: avx512_bf16 or AMX; GPU: Ampere or newer): "
@@ -93,7 +94,7 @@ class RunSkeleton:
             raise self.stopped(err) from err
         payload = {
             "step": self.step, "agent": state, "optim": self.agent.optim_state(), "signature": self.signature,
-            "config": self.cfg, "rng": rng_state(), **self.job_state(),
+            "config": self.cfg, "precision": self.precision, "rng": rng_state(), **self.job_state(),
         }  # fmt: skip
         return self.checkpointer.save(self.step, payload)
 
@@ -109,6 +110,9 @@ class RunSkeleton:
         changed = changed_settings(data["config"], self.cfg)
         if changed:
             log.warning("resuming with settings other than the checkpoint's; the run goes on with this command's: %s", "; ".join(changed))
+        saved = data.get("precision")  # absent in checkpoints from before perf.precision=auto
+        if saved is not None and saved != self.precision:
+            log.warning("the checkpoint trained in %s; this run goes on in %s (perf.precision=%s on %s)", saved, self.precision, self.s.perf.precision, self.device)
         self.agent.load_state_dict(data["agent"])
         self.agent.load_optim_state(data["optim"])
         self.step = int(data["step"])
