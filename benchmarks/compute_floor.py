@@ -111,25 +111,26 @@ def replay(calls: list[Call]) -> Callable[[], None]:
     return run
 
 
-def tdmpc_jobs(presets: list[str]) -> list[tuple[str, str, Callable[[], object]]]:
+def tdmpc_jobs(presets: list[str], precisions: list[str]) -> list[tuple[str, str, Callable[[], object]]]:
     """``(label, job, fn)``: the TD-MPC2 agent's plan and update per preset and precision."""
     obs, jobs = torch.randn(1, OBS), []
     for preset in presets:
-        for precision in ("fp32", "bf16"):
+        for precision in precisions:
             agent, batch = walker_agent(preset, overrides=(f"perf.precision={precision}",)), update_batch()
             jobs.append((f"{preset} {precision}", "plan", lambda a=agent: a.act(obs, eval_mode=False)))
             jobs.append((f"{preset} {precision}", "update", lambda a=agent, b=batch: a.update(b)))
     return jobs
 
 
-def rep_jobs() -> list[tuple[str, str, Callable[[], object]]]:
-    """``(label, job, fn)``: the counting representation update, the default job's and the fp32 path."""
+def rep_jobs(precisions: list[str]) -> list[tuple[str, str, Callable[[], object]]]:
+    """``(label, job, fn)``: the counting representation update, bf16 + channels-last and the fp32 path."""
     from train_throughput import config, filled_buffer
 
     from agent.agents.factory import build_agent
 
     jobs = []
-    for label, extra in (("rep bf16+cl", " perf.precision=bf16"), ("rep fp32", " perf.precision=fp32 perf.channels_last=false")):
+    variants = {"bf16": ("rep bf16+cl", " perf.precision=bf16"), "fp32": ("rep fp32", " perf.precision=fp32 perf.channels_last=false")}
+    for label, extra in (variants[p] for p in ("bf16", "fp32") if p in precisions):
         cfg = config("counting" + extra, 256, "cpu")
         torch.manual_seed(0)
         agent, batch = build_agent(cfg, (3, 64, 64), 1, "cpu"), filled_buffer(cfg, frames=4096).sample()
@@ -142,12 +143,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="*", default=["1m", "5m"], help="TD-MPC2 model presets (none: skip the agent)")
     parser.add_argument("--rep", action="store_true", help="also the counting representation job's update")
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"],
+                        help="fp32 alone where bf16 is emulated (an order of magnitude slower there)")
     parser.add_argument("--iters", type=int, default=10)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, cpu, {torch.get_num_threads()} threads")
     head = f"{'variant':>12} {'job':>7} {'GFLOP':>7} {'gemms':>6} {'convs':>6} {'floor ms':>9} {'GFLOP/s':>8} {'measured ms':>12} {'share':>6}"
     print(head)
-    for label, job, fn in [*tdmpc_jobs(args.presets), *(rep_jobs() if args.rep else [])]:
+    for label, job, fn in [*tdmpc_jobs(args.presets, args.precisions), *(rep_jobs(args.precisions) if args.rep else [])]:
         fn()  # warm-up
         rec = ComputeRecorder()
         with rec:

@@ -110,7 +110,15 @@ def test_mish_is_the_same_function_as_torchs():
     xb = x.bfloat16()  # bf16 in (as under autocast): one rounding, as torch's
     assert compiled(xb).dtype == torch.bfloat16
     torch.testing.assert_close(compiled(xb), torch.nn.functional.mish(xb), rtol=0.008, atol=1e-5)
-    assert torch.equal(mish(xg), torch.nn.functional.mish(xg))  # eager with a gradient: torch's own
+    # eager with a gradient: the written-out backward, as close to torch's as torch's is to fp64
+    xg, yg, xd = x.clone().requires_grad_(), x.clone().requires_grad_(), x.double().requires_grad_()
+    got, want, exact = mish(xg), torch.nn.functional.mish(yg), torch.nn.functional.mish(xd)
+    assert got.grad_fn is not None and type(got.grad_fn).__name__.startswith("_EagerMish")
+    (got.sum() + want.sum() + exact.sum()).backward()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=2e-6)
+    torch.testing.assert_close(xg.grad, yg.grad, rtol=1e-6, atol=3e-6)
+    assert (xg.grad.double() - xd.grad).abs().max() < 3 * (yg.grad.double() - xd.grad).abs().max()
+    assert mish(x.bfloat16()).equal(torch.nn.functional.mish(x.bfloat16()))  # bf16 in eager code: torch's own
 
 
 # no Q dropout: compiled code draws its masks from inductor's own generator, never the eager masks
