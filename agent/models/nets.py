@@ -22,9 +22,10 @@ def _tanh_softplus(s: Tensor) -> Tensor:
 
 class _EagerMish(torch.autograd.Function):
     """fp32 Mish with its derivative ``t + x s (1 - t^2)`` written out (``s = sigmoid(x)``,
-    ``t = tanh(softplus(x))``, ``1 - t^2 = 4 u^2 / (1 + u^2)^2`` for ``u = 1 - s``: no cancellation near
-    ``t = 1``): forward and backward 2-3x faster than ``F.mish`` on an AVX2 CPU (docs/benchmarks.md).
-    First derivatives only: a double backward (``create_graph=True``) raises instead of dropping terms."""
+    ``t = tanh(softplus(x))``; one new tensor): forward and backward ~2-3x faster than ``F.mish`` on an
+    AVX2 CPU (docs/benchmarks.md), the gradient within 2e-6 of fp64's (``F.mish``: 1e-6; the exact
+    ``1 - t^2 = 4 u^2 / (1 + u^2)^2``, ``u = 1 - s``, halved the speed-up). First derivatives only: a
+    double backward (``create_graph=True``) raises instead of dropping terms."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
@@ -38,9 +39,7 @@ class _EagerMish(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError("mish has no double backward (create_graph=True); use torch.nn.functional.mish there")
         x, s, t = ctx.saved_tensors
-        u2 = torch.rsub(s, 1).square_()
-        den = u2 + 1
-        return u2.mul_(4).div_(den).div_(den).mul_(s).mul_(x).add_(t).mul_(grad)
+        return t.square().neg_().add_(1).mul_(s).mul_(x).add_(t).mul_(grad)
 
 
 def mish(x: Tensor) -> Tensor:
