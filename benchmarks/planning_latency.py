@@ -5,7 +5,10 @@ eager row for the switch rows. State task shapes (obs 24, action 6: walker-walk)
 defaults, batch 256, horizon 3.
 
     python benchmarks/planning_latency.py [--presets 1m 5m] [--switches eager bf16 compile compile+bf16]
-        [--device cpu] [--iters 10]
+        [--device cpu] [--iters 10] [--rounds 1]
+
+With ``--rounds N`` every row is timed N times, the rows taking turns (all agents built first), and the
+means are reported: on a noisy 2-core machine this beats a row's single timing (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -24,18 +27,20 @@ SWITCHES = {  # precision named in every row: the agent's default (auto) is not 
 }
 
 
-def measure(preset: str, switch: str, dev: str, iters: int) -> tuple[int, float, float, float]:
-    """Params, plan s/action, prior-only s/action and s/update of one preset with one switch set."""
-    torch._dynamo.reset()  # each row compiles afresh (compiled code is cached per function, across agents)
-    agent = walker_agent(preset, dev, tuple(SWITCHES[switch]))
-    obs = torch.randn(1, OBS, device=dev)
-    agent.act(obs)  # compiles (compile rows) before the timed warm-up calls
+def timings(agent, dev: str, iters: int) -> tuple[float, float, float]:
+    """Plan s/action, prior-only s/action and s/update of a built (and warmed-up) agent."""
+    obs, batch = torch.randn(1, OBS, device=dev), update_batch(dev)
     plan_s = timed(lambda: agent.act(obs, eval_mode=False), iters, dev)
     prior_s = timed(lambda: agent.act(obs, eval_mode=False, use_planner=False), iters, dev)
-    batch = update_batch(dev)
-    agent.update(batch)
-    update_s = timed(lambda: agent.update(batch), iters, dev)
-    return sum(p.numel() for p in agent.parameters() if p.requires_grad), plan_s, prior_s, update_s
+    return plan_s, prior_s, timed(lambda: agent.update(batch), iters, dev)
+
+
+def build(preset: str, switch: str, dev: str):
+    """A fresh agent with one switch set, its plan and update compiled (compile rows) before any timing."""
+    agent = walker_agent(preset, dev, tuple(SWITCHES[switch]))
+    agent.act(torch.randn(1, OBS, device=dev))
+    agent.update(update_batch(dev))
+    return agent
 
 
 def main() -> None:
@@ -44,21 +49,31 @@ def main() -> None:
     parser.add_argument("--switches", nargs="+", default=["eager"], choices=sorted(SWITCHES))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1, help="time every row this many times, alternating rows; report the mean")
     args = parser.parse_args()
     dev = args.device
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if dev.startswith('cuda') else f'cpu, {torch.get_num_threads()} threads'}")
-    print(f"{'preset':>7} {'switch':>13} {'params':>10} {'plan ms/action':>15} {'x eager':>8} {'prior-only ms':>14} {'updates/s':>10} {'x eager':>8}")
+    print(f"{'preset':>7} {'switch':>13} {'params':>10} {'plan ms/action':>15} {'x eager':>8} {'prior-only ms':>14} {'updates/s':>10} {'x eager':>8}  update ms per round")
     # one unreported row first: the process's one-time costs (allocator, oneDNN primitive caches) made the
     # first row ~1.5x slower than the same row repeated at the end (docs/benchmarks.md)
-    measure(args.presets[0], "eager", dev, 2)
+    timings(build(args.presets[0], "eager", dev), dev, 2)
     for preset in args.presets:
+        torch._dynamo.reset()
+        switches = ["eager", *[s for s in args.switches if s != "eager"]]
+        agents = {switch: build(preset, switch, dev) for switch in switches}  # all alive: rounds alternate rows
+        rounds = {switch: [] for switch in switches}
+        for _ in range(args.rounds):
+            for switch, agent in agents.items():
+                rounds[switch].append(timings(agent, dev, args.iters))
         base = None
-        for switch in ["eager", *[s for s in args.switches if s != "eager"], "eager"]:  # the baseline first and last
-            params, plan_s, prior_s, update_s = measure(preset, switch, dev, args.iters)
+        for switch in switches:
+            plan_s, prior_s, update_s = (sum(r[i] for r in rounds[switch]) / args.rounds for i in range(3))
             base = base or (plan_s, update_s)
+            params = sum(p.numel() for p in agents[switch].parameters() if p.requires_grad)
             print(
                 f"{preset:>7} {switch:>13} {params:>10,} {plan_s * 1e3:>15.1f} {base[0] / plan_s:>8.2f} "
-                f"{prior_s * 1e3:>14.2f} {1 / update_s:>10.1f} {base[1] / update_s:>8.2f}", flush=True,
+                f"{prior_s * 1e3:>14.2f} {1 / update_s:>10.1f} {base[1] / update_s:>8.2f}  "
+                + " ".join(f"{r[2] * 1e3:.0f}" for r in rounds[switch]), flush=True,
             )  # fmt: skip
 
 

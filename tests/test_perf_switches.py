@@ -134,7 +134,7 @@ def test_mish_is_the_same_function_as_torchs():
     assert type(mish(off_cpu).grad_fn).__name__ == "MishBackward0"
 
 
-# no Q dropout: compiled code draws its masks from inductor's own generator, never the eager masks
+# no Q dropout: in a compiled graph the draws may run in another order than in eager code (other masks)
 ONLINE = ("agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=small", "agent.dropout=0", "perf.precision=fp32")
 
 
@@ -153,7 +153,7 @@ def _online_agents(*overrides: str):
     "overrides, rtol",
     [
         (("perf.precision=bf16",), 0.05),
-        pytest.param(("perf.compile=true",), 1e-4, marks=pytest.mark.slow),  # compiles each network and the rollout (~1 min)
+        pytest.param(("perf.compile=true",), 1e-4, marks=pytest.mark.slow),  # compiles both losses and the rollout (~1 min)
     ],
 )  # fmt: skip
 def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
@@ -176,6 +176,7 @@ def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
     actions = torch.rand(3, 4, 512, 6, generator=g) * 2 - 1
     values = []
     for agent in (base, fast):
+        agent.eval()  # as act(): no Q dropout in planning
         agent.planner._gen = torch.Generator().manual_seed(3)  # the same Q pair
         with torch.no_grad(), autocast(agent.device, agent.cfg.precision):  # the rollout plan() runs (compiled when asked)
             values.append(agent.planner._value(z[:, None].expand(4, 512, z.shape[-1]), actions).float())
@@ -199,8 +200,8 @@ def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
             if d_base.norm() > 0:
                 assert torch.nn.functional.cosine_similarity(d_base, d_fast, dim=0) > 0.9, name
     assert all(s["exp_avg"].dtype == torch.float32 for s in fast.optim.state.values())
-    compiled = [net._compiled_call_impl is not None for net in (fast.model.qs, fast.model.wm.dynamics, fast.model.policy.net)]
-    assert all(compiled) == fast.cfg.compile and not any(net._compiled_call_impl for net in (base.model.qs, base.model.reward_head))
+    losses = [fast._wm_losses != fast.wm_losses, fast._pi_loss != fast.pi_loss]  # compiled: wrappers
+    assert all(losses) == fast.cfg.compile and base._wm_losses == base.wm_losses and base._pi_loss == base.pi_loss
     rollouts = [p._value != p.estimate_value for p in (fast.planner, fast.eval_planner)]  # compiled: a wrapper
     assert all(rollouts) == fast.cfg.compile and base.planner._value == base.planner.estimate_value
     assert fast.act(batch["obs"][0, :2]).shape == (2, 6)  # planning runs end to end on the switch

@@ -81,8 +81,10 @@ class Dropout(nn.Module):
     as ``F.dropout``; but the dropped positions are drawn as the gaps between them (i.i.d. geometric,
     ``P(gap = k) = (1 - p)^(k-1) p``: exactly a Bernoulli process), ~``p n`` random numbers instead of
     ``n``. For TD-MPC2's ``p = 0.01`` on the Q ensemble's ``[5, 768, 512]`` activations that is ~1 ms
-    instead of ~11 ms of CPU Bernoulli sampling (docs/benchmarks.md). Off the CPU and in compiled code
-    it is ``F.dropout`` (fast there). Draws from torch's global generator. Any shape.
+    instead of ~11 ms of CPU Bernoulli sampling (docs/benchmarks.md). Compiled code on a CPU draws the
+    same positions through an opaque op (:func:`dropout_mask`: inductor's own per-element generator cost
+    10-25 ms a call there); alone, compiled and eager code drop the same elements for the same seed. Off
+    the CPU it is ``F.dropout`` (fast there). Draws from torch's global generator. Any shape.
     """
 
     def __init__(self, p: float = 0.5) -> None:
@@ -94,8 +96,10 @@ class Dropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return x
-        if x.device.type != "cpu" or torch.compiler.is_compiling():
+        if x.device.type != "cpu":
             return F.dropout(x, self.p, True)
+        if torch.compiler.is_compiling():
+            return x * dropout_mask(x.detach(), self.p)
         y = (x * (1.0 / (1.0 - self.p))).contiguous()  # a fresh tensor: its flat view is filled in place
         y.view(-1).index_fill_(0, dropped_positions(x.numel(), self.p), 0.0)
         return y
@@ -116,6 +120,21 @@ def dropped_positions(n: int, p: float) -> Tensor:
         last = int(pos[-1])
     pos = torch.cat(chunks)
     return pos[pos < n]
+
+
+@torch.library.custom_op("jepa_mpc::dropout_mask", mutates_args=())
+def dropout_mask(x: Tensor, p: float) -> Tensor:
+    """The multiplier of :class:`Dropout` for ``x`` (any shape, read for its shape, dtype and device only):
+    ``1 / (1 - p)`` where kept, 0 at :func:`dropped_positions`. A custom op, so that compiled code runs it
+    as it is (no gradient flows to ``x``; pass it detached)."""
+    mask = torch.full(x.shape, 1.0 / (1.0 - p), dtype=x.dtype, device=x.device)
+    mask.view(-1).index_fill_(0, dropped_positions(x.numel(), p).to(x.device), 0.0)
+    return mask
+
+
+@dropout_mask.register_fake
+def _dropout_mask_fake(x: Tensor, p: float) -> Tensor:
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, out_act: nn.Module | None = None) -> nn.Sequential:

@@ -60,14 +60,6 @@ class TDMPCModel(nn.Module):
         self.target_qs.train(False)
         return self
 
-    def compile_networks(self) -> None:
-        """Compile every network in place (``nn.Module.compile``: the same parameters and state-dict keys):
-        encoder, dynamics, reward, termination, both Q ensembles and the policy trunk. Each compiles at its
-        first call per input shape (seconds on a CPU); the maths is the same up to kernel rounding."""
-        nets = [self.wm.encoder, self.wm.dynamics, self.reward_head, self.qs, self.target_qs, self.policy.net]
-        for net in [*nets, *([self.termination_head] if self.termination_head is not None else [])]:
-            net.compile()
-
     # --------------------------------------------------------------- world model
     def encode(self, obs: Tensor) -> Tensor:
         """``obs [..., *obs_shape] -> z [..., D]``."""
