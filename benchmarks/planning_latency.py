@@ -19,6 +19,8 @@ import torch
 from timing import timed
 from walker import OBS, update_batch, walker_agent
 
+from agent.agents.tdmpc import TDMPCAgent
+
 SWITCHES = {  # precision named in every row: the agent's default (auto) is not the baseline
     "eager": ["perf.precision=fp32"],
     "bf16": ["perf.precision=bf16"],
@@ -27,7 +29,7 @@ SWITCHES = {  # precision named in every row: the agent's default (auto) is not 
 }
 
 
-def timings(agent, dev: str, iters: int) -> tuple[float, float, float]:
+def timings(agent: TDMPCAgent, dev: str, iters: int) -> tuple[float, float, float]:
     """Plan s/action, prior-only s/action and s/update of a built (and warmed-up) agent."""
     obs, batch = torch.randn(1, OBS, device=dev), update_batch(dev)
     plan_s = timed(lambda: agent.act(obs, eval_mode=False), iters, dev)
@@ -35,7 +37,7 @@ def timings(agent, dev: str, iters: int) -> tuple[float, float, float]:
     return plan_s, prior_s, timed(lambda: agent.update(batch), iters, dev)
 
 
-def build(preset: str, switch: str, dev: str):
+def build(preset: str, switch: str, dev: str) -> TDMPCAgent:
     """A fresh agent with one switch set, its plan and update compiled (compile rows) before any timing."""
     agent = walker_agent(preset, dev, tuple(SWITCHES[switch]))
     agent.act(torch.randn(1, OBS, device=dev))
@@ -51,6 +53,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=1, help="time every row this many times, alternating rows; report the mean")
     args = parser.parse_args()
+    if args.rounds < 1 or args.iters < 1:
+        parser.error("--rounds and --iters must be at least 1")
     dev = args.device
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if dev.startswith('cuda') else f'cpu, {torch.get_num_threads()} threads'}")
     print(f"{'preset':>7} {'switch':>13} {'params':>10} {'plan ms/action':>15} {'x eager':>8} {'prior-only ms':>14} {'updates/s':>10} {'x eager':>8}  update ms per round")

@@ -117,6 +117,7 @@ def test_dropout_is_a_bernoulli_process_scaled_as_f_dropout():
     assert pos.min() >= 0 and pos.max() < n and bool((pos[1:] > pos[:-1]).all())  # distinct, sorted, in range
     sd = math.sqrt(n * p * (1 - p))
     assert abs(len(pos) - n * p) < 4 * sd  # the count of drops: Binomial(n, p)
+    assert dropped_positions(0, p).shape == (0,)
     # independence: P(drop | previous dropped) = p as well (gaps of 1 are as frequent as a Bernoulli process's)
     assert abs(float((pos[1:] - pos[:-1] == 1).float().mean()) - p) < 0.004
     # every block of the array gets its share (no bias toward the start)
@@ -159,3 +160,8 @@ def test_compiled_dropout_drops_what_eager_dropout_drops():
     assert 0 < int((y_eager == 0).sum()) < 0.03 * x.numel()
     assert torch.equal(y_comp == 0, y_eager == 0) and torch.equal(g_comp, g_eager)
     torch.testing.assert_close(y_comp, y_eager, rtol=1e-6, atol=0)
+    xb = x.bfloat16()  # bf16 (autocast's Q activations): x / (1 - p) rounded once, as eager code
+    torch.manual_seed(4)
+    want = drop(xb)
+    torch.manual_seed(4)
+    assert torch.equal(compiled(xb), want) and want.dtype == torch.bfloat16

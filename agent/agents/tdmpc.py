@@ -89,10 +89,13 @@ class TDMPCAgent(nn.Module):
         self.planner = MPPI(model, planner, seed=seed, compile=cfg.compile)
         self.eval_planner = MPPI(model, planner, seed=seed + 1, compile=cfg.compile)  # evaluation never disturbs training's warm start
         # whole-loss graphs let inductor fuse the elementwise work between the products (LayerNorm, Mish,
-        # two-hot, soft cross-entropy) forward and backward: 1.25x the eager update at 1M, where compiling
-        # each network alone gave 1.08x (docs/benchmarks.md)
-        compiled = (lambda fn: torch.compile(fn, options={"fallback_random": True})) if cfg.compile else (lambda fn: fn)
-        self._wm_losses, self._pi_loss = compiled(self.wm_losses), compiled(self.pi_loss)
+        # two-hot, soft cross-entropy) forward and backward: ~1.25x the eager update at 1M, where compiling
+        # each network alone gave ~1.1x (docs/benchmarks.md); fallback_random: torch's generator, as eager
+        self._wm_losses, self._pi_loss = self.wm_losses, self.pi_loss
+        if cfg.compile:
+            options = {"fallback_random": True}
+            self._wm_losses = torch.compile(self.wm_losses, dynamic=False, options=options)
+            self._pi_loss = torch.compile(self.pi_loss, dynamic=False, options=options)
 
     @property
     def device(self) -> torch.device:

@@ -80,11 +80,9 @@ class Dropout(nn.Module):
     Each element is zeroed independently with probability ``p`` and the rest scaled by ``1 / (1 - p)``,
     as ``F.dropout``; but the dropped positions are drawn as the gaps between them (i.i.d. geometric,
     ``P(gap = k) = (1 - p)^(k-1) p``: exactly a Bernoulli process), ~``p n`` random numbers instead of
-    ``n``. For TD-MPC2's ``p = 0.01`` on the Q ensemble's ``[5, 768, 512]`` activations that is ~1 ms
-    instead of ~11 ms of CPU Bernoulli sampling (docs/benchmarks.md). Compiled code on a CPU draws the
-    same positions through an opaque op (:func:`dropout_mask`: inductor's own per-element generator cost
-    10-25 ms a call there); alone, compiled and eager code drop the same elements for the same seed. Off
-    the CPU it is ``F.dropout`` (fast there). Draws from torch's global generator. Any shape.
+    ``n``: for TD-MPC2's ``p = 0.01`` on the Q ensemble ~1 ms instead of ~11 ms (docs/benchmarks.md).
+    Compiled CPU code draws the same positions through the opaque :func:`dropout_keep`. Off the CPU it is
+    ``F.dropout`` (fast there). Draws from torch's global generator. Any shape.
     """
 
     def __init__(self, p: float = 0.5) -> None:
@@ -98,8 +96,8 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, True)
-        if torch.compiler.is_compiling():
-            return x * dropout_mask(x.detach(), self.p)
+        if torch.compiler.is_compiling():  # eager's maths: x / (1 - p) rounded once, zeros where dropped
+            return torch.where(dropout_keep(x.detach(), self.p), x * (1.0 / (1.0 - self.p)), 0.0)
         y = (x * (1.0 / (1.0 - self.p))).contiguous()  # a fresh tensor: its flat view is filled in place
         y.view(-1).index_fill_(0, dropped_positions(x.numel(), self.p), 0.0)
         return y
@@ -111,7 +109,7 @@ class Dropout(nn.Module):
 def dropped_positions(n: int, p: float) -> Tensor:
     """Sorted flat indices ``[k]`` of a Bernoulli(``p``) process over ``n`` elements, drawn as geometric gaps."""
     log_keep = math.log1p(-p)
-    chunks, last = [], -1
+    chunks, last = [torch.empty(0, dtype=torch.long)], -1
     while last < n - 1:
         m = int(n * p + 6 * math.sqrt(n * p) + 16)  # enough gaps to pass n, almost always in one draw
         gaps = torch.floor(torch.log(torch.rand(m, dtype=torch.float64)) / log_keep).long() + 1
@@ -122,19 +120,20 @@ def dropped_positions(n: int, p: float) -> Tensor:
     return pos[pos < n]
 
 
-@torch.library.custom_op("jepa_mpc::dropout_mask", mutates_args=())
-def dropout_mask(x: Tensor, p: float) -> Tensor:
-    """The multiplier of :class:`Dropout` for ``x`` (any shape, read for its shape, dtype and device only):
-    ``1 / (1 - p)`` where kept, 0 at :func:`dropped_positions`. A custom op, so that compiled code runs it
-    as it is (no gradient flows to ``x``; pass it detached)."""
-    mask = torch.full(x.shape, 1.0 / (1.0 - p), dtype=x.dtype, device=x.device)
-    mask.view(-1).index_fill_(0, dropped_positions(x.numel(), p).to(x.device), 0.0)
-    return mask
+@torch.library.custom_op("jepa_mpc::dropout_keep", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+def dropout_keep(x: Tensor, p: float) -> Tensor:
+    """Which elements :class:`Dropout` keeps: a bool tensor of ``x``'s shape (``x`` is read for its shape and
+    device only; pass it detached), False at :func:`dropped_positions`. A custom op, so that compiled code
+    runs it as it is; tagged as a seeded random op, so inductor keeps it in program order among the other
+    draws (with ``fallback_random``) and never merges two calls."""
+    keep = torch.ones(x.shape, dtype=torch.bool, device=x.device)
+    keep.view(-1).index_fill_(0, dropped_positions(x.numel(), p).to(x.device), False)
+    return keep
 
 
-@dropout_mask.register_fake
-def _dropout_mask_fake(x: Tensor, p: float) -> Tensor:
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+@dropout_keep.register_fake
+def _dropout_keep_fake(x: Tensor, p: float) -> Tensor:
+    return torch.empty(x.shape, dtype=torch.bool, device=x.device)
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, out_act: nn.Module | None = None) -> nn.Sequential:

@@ -135,7 +135,7 @@ class RepCheckpoint(Checkpoint):
 @dataclass(frozen=True, kw_only=True)
 class Perf:
     precision: str = setting("fp32 | bf16 | auto (bf16 where the device has native bf16, else fp32): autocast of the forward passes", choice(*PRECISIONS), default="fp32")
-    compile: bool = setting("torch.compile (representation job: the update's loss; online job: every network)", BOOL, default=False)
+    compile: bool = setting("torch.compile (representation job: the update's loss; online job: the update's two losses and the planner's value rollout)", BOOL, default=False)
 
 
 @dataclass(frozen=True, kw_only=True)
