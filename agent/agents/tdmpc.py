@@ -89,8 +89,8 @@ class TDMPCAgent(nn.Module):
         self.planner = MPPI(model, planner, seed=seed, compile=cfg.compile)
         self.eval_planner = MPPI(model, planner, seed=seed + 1, compile=cfg.compile)  # evaluation never disturbs training's warm start
         # whole-loss graphs let inductor fuse the elementwise work between the products (LayerNorm, Mish,
-        # two-hot, soft cross-entropy) forward and backward: ~1.25x the eager update at 1M, where compiling
-        # each network alone gave ~1.1x (docs/benchmarks.md); fallback_random: torch's generator, as eager
+        # two-hot, soft cross-entropy) forward and backward: 1.06-1.24x the eager update at 1M on an AVX2
+        # CPU, ahead of compiling each network alone (docs/benchmarks.md); fallback_random: torch's generator
         self._wm_losses, self._pi_loss = self.wm_losses, self.pi_loss
         if cfg.compile:
             options = {"fallback_random": True}
