@@ -141,7 +141,7 @@ def test_dropout_is_a_bernoulli_process_scaled_as_f_dropout():
 
 
 def test_compiled_dropout_drops_what_eager_dropout_drops():
-    """In compiled code on a CPU, Dropout draws through the opaque ``dropout_mask`` op (inductor's own
+    """In compiled code on a CPU, Dropout draws through the opaque ``dropout_keep`` op (inductor's own
     per-element generator cost 10-25 ms a call there): one graph, and the same elements dropped and the
     same gradient as eager code for the same seed."""
     from agent.models.nets import Dropout
