@@ -87,7 +87,8 @@ class MPPI:
         self.model, self.cfg, self.seed = model, cfg, seed
         self._gen: torch.Generator | None = None  # all of the planner's randomness, model calls included
         self._prev_mean: Tensor | None = None  # [H, N, A]
-        self._value = torch.compile(self.estimate_value) if compile else self.estimate_value
+        # unbound, called with the planner: a deep copy runs it on itself, not on the original
+        self._value = torch.compile(MPPI.estimate_value) if compile else MPPI.estimate_value
 
     def reset(self, mask: Tensor | None = None) -> None:
         """Forget the warm start (for envs where ``mask [N]`` is True, or all)."""
@@ -164,7 +165,7 @@ class MPPI:
         for _ in range(c.iterations):
             noise = torch.randn(h, n, n_rand, a_dim, device=dev, dtype=z.dtype, generator=gen)
             actions[:, :, c.num_pi_trajs :] = (mean[:, :, None] + std[:, :, None] * noise).clamp(-1, 1)
-            value = self._value(zs, actions).nan_to_num(nan=-float("inf"))  # [N, S]
+            value = self._value(self, zs, actions).nan_to_num(nan=-float("inf"))  # [N, S]
             elite_value, elite_idx = value.topk(c.num_elites, dim=1)  # [N, E]
             elites = torch.gather(actions, 2, elite_idx[None, :, :, None].expand(h, n, c.num_elites, a_dim))
             score = torch.softmax(c.temperature * elite_value, dim=1)  # [N, E]

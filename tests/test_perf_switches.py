@@ -159,7 +159,9 @@ def _online_agents(*overrides: str):
 def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
     """The TD-MPC2 agent's switches: the update's losses and gradient step, and the planner's value
     estimates of the same action sequences, match the fp32 eager path."""
+    from agent.agents.tdmpc import TDMPCAgent
     from agent.agents.update import autocast
+    from planner.mppi import MPPI
 
     base, fast = _online_agents(*overrides)
     assert base.model.qs.drop.p > 0
@@ -180,7 +182,7 @@ def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
         agent.eval()  # as act(): no Q dropout in planning
         agent.planner._gen = torch.Generator().manual_seed(3)  # the same Q pair
         with torch.no_grad(), autocast(agent.device, agent.cfg.precision):  # the rollout plan() runs (compiled when asked)
-            values.append(agent.planner._value(z[:, None].expand(4, 512, z.shape[-1]), actions).float())
+            values.append(agent.planner._value(agent.planner, z[:, None].expand(4, 512, z.shape[-1]), actions).float())
     want_v, got_v = values
     if rtol < 1e-3:
         torch.testing.assert_close(got_v, want_v, rtol=rtol, atol=rtol)
@@ -201,11 +203,38 @@ def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
             if d_base.norm() > 0:
                 assert torch.nn.functional.cosine_similarity(d_base, d_fast, dim=0) > 0.9, name
     assert all(s["exp_avg"].dtype == torch.float32 for s in fast.optim.state.values())
-    losses = [fast._wm_losses != fast.wm_losses, fast._pi_loss != fast.pi_loss]  # compiled: wrappers
-    assert all(losses) == fast.cfg.compile and base._wm_losses == base.wm_losses and base._pi_loss == base.pi_loss
-    rollouts = [p._value != p.estimate_value for p in (fast.planner, fast.eval_planner)]  # compiled: a wrapper
-    assert all(rollouts) == fast.cfg.compile and base.planner._value == base.planner.estimate_value
+    losses = [fast._wm_losses is not TDMPCAgent.wm_losses, fast._pi_loss is not TDMPCAgent.pi_loss]  # compiled: wrappers
+    assert all(losses) == fast.cfg.compile and base._wm_losses is TDMPCAgent.wm_losses and base._pi_loss is TDMPCAgent.pi_loss
+    rollouts = [p._value is not MPPI.estimate_value for p in (fast.planner, fast.eval_planner)]  # compiled: a wrapper
+    assert all(rollouts) == fast.cfg.compile and base.planner._value is MPPI.estimate_value
     assert fast.act(batch["obs"][0, :2]).shape == (2, 6)  # planning runs end to end on the switch
+
+
+def test_a_deep_copy_of_a_compiled_agent_trains_and_plans_itself(monkeypatch):
+    """The compiled losses and value rollout are stored unbound and called with the agent (planner), so a
+    deep copy runs them on its own weights. ``torch.compile`` is replaced by a wrapper of what it is given
+    (what it returns: a new function around it), so no compiling is needed to check the wiring."""
+    from agent.agents.factory import build_tdmpc_agent
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: lambda *a, **k: fn(*a, **k))
+    torch.manual_seed(0)
+    original = build_tdmpc_agent(compose_cfg(*ONLINE, "perf.compile=true"), (24,), 6)
+    twin = copy.deepcopy(original)
+    before = copy.deepcopy(original.state_dict())
+    batch = {"obs": torch.randn(4, 8, 24), "action": torch.rand(3, 8, 6) * 2 - 1, "reward": torch.rand(3, 8, 1), "terminated": torch.zeros(3, 8, 1)}
+    twin.update(batch)
+    twin.act(batch["obs"][0, :2])
+    assert all(torch.equal(v, original.state_dict()[k]) for k, v in before.items())  # the original untouched
+    assert not torch.equal(twin.model.policy.net[0].weight, before["model.policy.net.0.weight"])
+    assert twin.planner._gen is not None and original.planner._gen is None  # the rollout ran on the copy's planner
+    rep = _agents("perf.compile=true")[1]  # the representation agent's compiled loss, the same way
+    rep_twin = copy.deepcopy(rep)
+    with torch.no_grad():
+        for p in rep_twin.wm.parameters():
+            p.mul_(0.5)
+    batch = _batch()
+    got, want, other = rep_twin.loss_fn(batch)[0], rep_twin.losses(batch)[0], rep.losses(batch)[0]
+    assert all(torch.equal(got[k], want[k]) for k in want) and not torch.equal(got["dyn"], other["dyn"])
 
 
 def _cpu_bf16(monkeypatch, native: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -92,8 +93,8 @@ class PJEPAAgent(nn.Module):
         self.probe_optim = adam(self.probe.parameters(), cfg.probe_lr) if self.probe else None
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D conv weights only; the rest is unchanged
-        # compiled once per agent when asked (the module's weights stay shared)
-        self._compiled_losses = torch.compile(self.losses) if cfg.compile else None
+        # compiled once per agent when asked; unbound, so a deep copy of the agent runs it on itself
+        self._compiled_losses = torch.compile(type(self).losses) if cfg.compile else None
 
     def autocast(self) -> torch.autocast:
         """The update's precision context (bf16 autocast on the agent's device type, or a no-op)."""
@@ -106,7 +107,7 @@ class PJEPAAgent(nn.Module):
     @property
     def loss_fn(self) -> Callable[[dict[str, Tensor]], tuple[dict[str, Tensor], Tensor]]:
         """The loss function the update runs: :meth:`losses`, compiled with ``perf.compile``."""
-        return self._compiled_losses if self._compiled_losses is not None else self.losses
+        return self.losses if self._compiled_losses is None else partial(self._compiled_losses, self)
 
     def losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
         """Unweighted loss terms for a batch (see :func:`agent.losses.pjepa.pjepa_losses`)."""

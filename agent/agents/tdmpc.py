@@ -91,11 +91,12 @@ class TDMPCAgent(nn.Module):
         # whole-loss graphs let inductor fuse the elementwise work between the products (LayerNorm, Mish,
         # two-hot, soft cross-entropy) forward and backward: 1.06-1.24x the eager update at 1M on an AVX2
         # CPU, ahead of compiling each network alone (docs/benchmarks.md); fallback_random: torch's generator
-        self._wm_losses, self._pi_loss = self.wm_losses, self.pi_loss
+        # unbound, called with the agent: a deep copy of the agent runs them on itself, not on the original
+        self._wm_losses, self._pi_loss = type(self).wm_losses, type(self).pi_loss
         if cfg.compile:
             options = {"fallback_random": True}
-            self._wm_losses = torch.compile(self.wm_losses, dynamic=False, options=options)
-            self._pi_loss = torch.compile(self.pi_loss, dynamic=False, options=options)
+            self._wm_losses = torch.compile(self._wm_losses, dynamic=False, options=options)
+            self._pi_loss = torch.compile(self._pi_loss, dynamic=False, options=options)
 
     @property
     def device(self) -> torch.device:
@@ -119,10 +120,10 @@ class TDMPCAgent(nn.Module):
         self.train()
         c = self.cfg
         with autocast(self.device, c.precision):
-            total, terms, rollout = self._wm_losses(batch)
+            total, terms, rollout = self._wm_losses(self, batch)
         grad_norm = optimizer_step(self.optim, total, c.grad_clip, "world-model", terms)
         with autocast(self.device, c.precision):
-            pi_loss = self._pi_loss(rollout)  # TD-MPC2: on the rollout
+            pi_loss = self._pi_loss(self, rollout)  # TD-MPC2: on the rollout
         optimizer_step(self.pi_optim, pi_loss, c.grad_clip, "policy")
         self.model.qs.zero_grad(set_to_none=True)  # the policy loss must not leak into the next Q step
         polyak(self.model.target_qs, self.model.qs, c.tau)
