@@ -88,7 +88,7 @@ class MPPI:
         self._gen: torch.Generator | None = None  # all of the planner's randomness, model calls included
         self._prev_mean: Tensor | None = None  # [H, N, A]
         # unbound, called with the planner: a deep copy runs it on itself, not on the original
-        self._value = torch.compile(MPPI.estimate_value) if compile else MPPI.estimate_value
+        self._value = torch.compile(type(self).estimate_value) if compile else type(self).estimate_value
 
     def reset(self, mask: Tensor | None = None) -> None:
         """Forget the warm start (for envs where ``mask [N]`` is True, or all)."""

@@ -88,10 +88,10 @@ class TDMPCAgent(nn.Module):
         self.pi_optim = adam(model.policy.parameters(), cfg.pi_lr, eps=1e-5)
         self.planner = MPPI(model, planner, seed=seed, compile=cfg.compile)
         self.eval_planner = MPPI(model, planner, seed=seed + 1, compile=cfg.compile)  # evaluation never disturbs training's warm start
+        # The losses are kept unbound and called with the agent, so a deep copy runs them on itself. Compiled,
         # whole-loss graphs let inductor fuse the elementwise work between the products (LayerNorm, Mish,
-        # two-hot, soft cross-entropy) forward and backward: 1.06-1.24x the eager update at 1M on an AVX2
-        # CPU, ahead of compiling each network alone (docs/benchmarks.md); fallback_random: torch's generator
-        # unbound, called with the agent: a deep copy of the agent runs them on itself, not on the original
+        # two-hot, soft cross-entropy) forward and backward: 1.06-1.24x the eager 1M update on an AVX2 CPU,
+        # ahead of compiling each network alone (docs/benchmarks.md); fallback_random: torch's generator.
         self._wm_losses, self._pi_loss = type(self).wm_losses, type(self).pi_loss
         if cfg.compile:
             options = {"fallback_random": True}
