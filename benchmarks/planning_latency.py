@@ -4,7 +4,7 @@ Baselines in the same run: acting with the policy prior alone (no planning), and
 eager row for the switch rows. State task shapes (obs 24, action 6: walker-walk), TD-MPC2's planner
 defaults, batch 256, horizon 3.
 
-    python benchmarks/planning_latency.py [--presets 1m 5m] [--switches eager bf16 compile compile+bf16]
+    python benchmarks/planning_latency.py [--presets 1m 5m] [--switches eager bf16 compile compile+bf16 cudagraphs cudagraphs+bf16]
         [--device cpu] [--iters 10] [--rounds 1]
 
 With ``--rounds N`` every row is timed N times, the rows taking turns (all agents built first), and the
@@ -26,6 +26,9 @@ SWITCHES = {  # precision named in every row: the agent's default (auto) is not 
     "bf16": ["perf.precision=bf16"],
     "compile": ["perf.compile=true", "perf.precision=fp32"],
     "compile+bf16": ["perf.compile=true", "perf.precision=bf16"],
+    # CUDA graphs on a GPU (inductor's reduce-overhead mode); on a CPU the same graphs as "compile"
+    "cudagraphs": ["perf.compile=true", "perf.compile_mode=reduce-overhead", "perf.precision=fp32"],
+    "cudagraphs+bf16": ["perf.compile=true", "perf.compile_mode=reduce-overhead", "perf.precision=bf16"],
 }
 
 
@@ -57,7 +60,7 @@ def main() -> None:
         parser.error("--rounds and --iters must be at least 1")
     dev = args.device
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if dev.startswith('cuda') else f'cpu, {torch.get_num_threads()} threads'}")
-    print(f"{'preset':>7} {'switch':>13} {'params':>10} {'plan ms/action':>15} {'x eager':>8} {'prior-only ms':>14} {'updates/s':>10} {'x eager':>8}  update ms per round")
+    print(f"{'preset':>7} {'switch':>15} {'params':>10} {'plan ms/action':>15} {'x eager':>8} {'prior-only ms':>14} {'updates/s':>10} {'x eager':>8}  update ms per round")
     # one unreported row first: the process's one-time costs (allocator, oneDNN primitive caches) made the
     # first row ~1.5x slower than the same row repeated at the end (docs/benchmarks.md)
     timings(build(args.presets[0], "eager", dev), dev, 2)
@@ -75,7 +78,7 @@ def main() -> None:
             base = base or (plan_s, update_s)
             params = sum(p.numel() for p in agents[switch].parameters() if p.requires_grad)
             print(
-                f"{preset:>7} {switch:>13} {params:>10,} {plan_s * 1e3:>15.1f} {base[0] / plan_s:>8.2f} "
+                f"{preset:>7} {switch:>15} {params:>10,} {plan_s * 1e3:>15.1f} {base[0] / plan_s:>8.2f} "
                 f"{prior_s * 1e3:>14.2f} {1 / update_s:>10.1f} {base[1] / update_s:>8.2f}  "
                 + " ".join(f"{r[2] * 1e3:.0f}" for r in rounds[switch]), flush=True,
             )  # fmt: skip

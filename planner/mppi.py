@@ -7,6 +7,7 @@ N environments and S sampled sequences.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,17 +79,18 @@ class MPPI:
         model: anything with the :class:`PlanningModel` verbs.
         cfg: planner settings.
         seed: seed of the planner's own generator (sampling noise and the final elite draw).
-        compile: run :meth:`estimate_value` (the rollout of all sequences through the model's verbs and the
-            terminal value, per iteration) through ``torch.compile`` as one graph; the same maths and
-            random draws up to kernel rounding. It compiles at the first plan per batch shape.
+        compile: a compiler (``torch.compile``, or one with a mode) to run :meth:`estimate_value` (the rollout
+            of all sequences through the model's verbs and the terminal value, per iteration) as one graph;
+            the same maths and random draws up to kernel rounding. It compiles at the first plan per batch
+            shape. ``None``: eager.
     """
 
-    def __init__(self, model: PlanningModel, cfg: MPPIConfig, seed: int = 0, compile: bool = False) -> None:
+    def __init__(self, model: PlanningModel, cfg: MPPIConfig, seed: int = 0, compile: Callable[[Callable], Callable] | None = None) -> None:
         self.model, self.cfg, self.seed = model, cfg, seed
         self._gen: torch.Generator | None = None  # all of the planner's randomness, model calls included
         self._prev_mean: Tensor | None = None  # [H, N, A]
         # unbound, called with the planner: a deep copy runs it on itself, not on the original
-        self._value = torch.compile(type(self).estimate_value) if compile else type(self).estimate_value
+        self._value = type(self).estimate_value if compile is None else compile(type(self).estimate_value)
 
     def reset(self, mask: Tensor | None = None) -> None:
         """Forget the warm start (for envs where ``mask [N]`` is True, or all)."""

@@ -97,6 +97,7 @@ def update_config(cfg: Any) -> UpdateConfig:
         lr=o.lr, eps=o.eps, enc_lr_scale=o.enc_lr_scale, grad_clip=o.grad_clip,
         probe=p.enabled, probe_lr=p.lr, probe_batch=p.batch_size,
         precision=s.perf.precision, channels_last=s.perf.channels_last, compile=s.perf.compile,
+        compile_mode=s.perf.compile_mode,
     )  # fmt: skip
 
 
@@ -159,7 +160,7 @@ def build_tdmpc_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, dev
         loss_scales=dict(a.loss_scales), routing=s.routing, detach_target=s.detach_target, rho=s.rho,
         discount=discount_from_episode_length(episode_length(s.task)),
         lr=s.optim.lr, eps=s.optim.eps, enc_lr_scale=a.enc_lr_scale, grad_clip=s.optim.grad_clip,
-        pi_lr=a.pi_lr, entropy_coef=a.entropy_coef, tau=a.tau, compile=s.perf.compile,
+        pi_lr=a.pi_lr, entropy_coef=a.entropy_coef, tau=a.tau, compile=s.perf.compile, compile_mode=s.perf.compile_mode,
         precision=resolve_precision(s.perf.precision, torch.device(device)),  # auto, once: hot code gets fp32 | bf16
     )  # fmt: skip
     planner = MPPIConfig(horizon=a.horizon, gamma=update.discount, **asdict(a.planner))

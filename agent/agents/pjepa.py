@@ -9,6 +9,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from agent.agents.compiled import check_compile_mode, compiled
 from agent.agents.update import (
     ADAM_EPS,
     adam,
@@ -45,6 +46,7 @@ class UpdateConfig:
         channels_last: keep conv weights and frames in channels-last memory (same maths, faster convs).
         compile: run the loss (forward and backward) through ``torch.compile`` (inductor; the first
             update compiles, ~40 s on 2 CPU cores); same maths up to kernel rounding.
+        compile_mode: ``torch.compile``'s mode with ``compile`` (:data:`agent.agents.compiled.COMPILE_MODES`).
     """
 
     routing: str = "joint"
@@ -61,10 +63,12 @@ class UpdateConfig:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"
 
     def __post_init__(self) -> None:
         check_routing(self.routing)
         check_precision(self.precision)
+        check_compile_mode(self.compile_mode)
         unknown = set(self.loss_scales) - {"dyn", "aux"}
         if unknown or "dyn" not in self.loss_scales:
             raise ValueError(f"loss_scales must have keys 'dyn' (and 'aux'), got {sorted(self.loss_scales)}")
@@ -94,7 +98,7 @@ class PJEPAAgent(nn.Module):
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D conv weights only; the rest is unchanged
         # compiled once per agent when asked; unbound, so a deep copy of the agent runs it on itself
-        self._compiled_losses = torch.compile(type(self).losses) if cfg.compile else None
+        self._compiled_losses = compiled(type(self).losses, cfg.compile_mode) if cfg.compile else None
 
     def autocast(self) -> torch.autocast:
         """The update's precision context (bf16 autocast on the agent's device type, or a no-op)."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
+from agent.agents.compiled import check_compile_mode, compiled
 from agent.agents.update import (
     ADAM_EPS,
     adam,
@@ -40,6 +42,8 @@ class TDMPCConfig:
             one graph, and both planners' value rollouts (``MPPI(compile=True)``); random draws come from
             torch's generator as in eager code (inductor's ``fallback_random``). Compiles at the first
             update (~30-60 s on 2 CPU cores); the same maths up to kernel rounding.
+        compile_mode: ``torch.compile``'s mode with ``compile`` (:data:`agent.agents.compiled.COMPILE_MODES`;
+            ``reduce-overhead`` records CUDA graphs on a GPU, see :func:`agent.agents.compiled.compiled`).
     """
 
     loss_scales: dict[str, float] = field(
@@ -58,10 +62,12 @@ class TDMPCConfig:
     tau: float = 0.01
     precision: str = "fp32"
     compile: bool = False
+    compile_mode: str = "default"
 
     def __post_init__(self) -> None:
         check_routing(self.routing)
         check_precision(self.precision)
+        check_compile_mode(self.compile_mode)
         if set(self.loss_scales) != set(TERMS):
             raise ValueError(f"loss_scales must have exactly the keys {TERMS}, got {sorted(self.loss_scales)}")
         if not 0 < self.discount <= 1 or not 0 < self.tau <= 1:
@@ -86,17 +92,17 @@ class TDMPCAgent(nn.Module):
             wm_params.append({"params": aux_params})
         self.optim = adam(wm_params, cfg.lr, cfg.eps)
         self.pi_optim = adam(model.policy.parameters(), cfg.pi_lr, eps=1e-5)
-        self.planner = MPPI(model, planner, seed=seed, compile=cfg.compile)
-        self.eval_planner = MPPI(model, planner, seed=seed + 1, compile=cfg.compile)  # evaluation never disturbs training's warm start
+        compile_value = partial(compiled, mode=cfg.compile_mode) if cfg.compile else None
+        self.planner = MPPI(model, planner, seed=seed, compile=compile_value)
+        self.eval_planner = MPPI(model, planner, seed=seed + 1, compile=compile_value)  # evaluation never disturbs training's warm start
         # The losses are kept unbound and called with the agent, so a deep copy runs them on itself. Compiled,
         # whole-loss graphs let inductor fuse the elementwise work between the products (LayerNorm, Mish,
         # two-hot, soft cross-entropy) forward and backward: 1.06-1.24x the eager 1M update on an AVX2 CPU,
         # ahead of compiling each network alone (docs/benchmarks.md); fallback_random: torch's generator.
         self._wm_losses, self._pi_loss = type(self).wm_losses, type(self).pi_loss
         if cfg.compile:
-            options = {"fallback_random": True}
-            self._wm_losses = torch.compile(self._wm_losses, dynamic=False, options=options)
-            self._pi_loss = torch.compile(self._pi_loss, dynamic=False, options=options)
+            kw = {"mode": cfg.compile_mode, "dynamic": False, "options": {"fallback_random": True}}
+            self._wm_losses, self._pi_loss = compiled(self._wm_losses, **kw), compiled(self._pi_loss, **kw)
 
     @property
     def device(self) -> torch.device:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar, get_type_hints
 
+from agent.agents.compiled import COMPILE_MODES
 from agent.agents.update import ADAM_EPS, LR_SCHEDULES, PRECISIONS
 from agent.run.config import NON_NEGATIVE, POSITIVE, Rule, choice, integer, number
 
@@ -136,6 +137,12 @@ class RepCheckpoint(Checkpoint):
 class Perf:
     precision: str = setting("fp32 | bf16 | auto (bf16 where the device has native bf16, else fp32): autocast of the forward passes", choice(*PRECISIONS), default="fp32")
     compile: bool = setting("torch.compile (representation job: the update's loss; online job: the update's two losses and the planner's value rollout)", BOOL, default=False)
+    compile_mode: str = setting("torch.compile's mode with perf.compile=true (reduce-overhead, max-autotune: CUDA graphs on a GPU)", choice(*COMPILE_MODES), default="default")
+
+    def problems(self) -> list[str]:
+        if self.compile_mode != "default" and not self.compile:
+            return [f"perf.compile_mode={self.compile_mode}: only perf.compile=true reads it (add perf.compile=true)"]
+        return []
 
 
 @dataclass(frozen=True, kw_only=True)
