@@ -7,31 +7,33 @@ import logging
 import pytest
 import torch
 from tensordict import TensorDict
-from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
-from agent.data.buffer import load_buffer, save_buffer
+from agent.data.buffer import ReplayBuffer, load_buffer, save_buffer
+from agent.run.checkpoint import save_checkpoint
 
 
-def make_buffer(capacity: int) -> TensorDictReplayBuffer:
-    sampler = SliceSampler(slice_len=2, traj_key="episode", strict_length=True, cache_values=True)
-    return TensorDictReplayBuffer(storage=LazyTensorStorage(capacity), sampler=sampler, batch_size=4)
+def make_buffer(capacity: int) -> ReplayBuffer:
+    return ReplayBuffer(capacity, horizon=2, batch_size=4, traj_key="episode", step_keys=("episode", "reward"))
 
 
 def transitions(start: int, n: int, episode: int) -> TensorDict:
-    """``n`` transitions numbered ``start..start+n-1`` (``obs``), with pixels and a nested ``next``."""
+    """``n`` transitions numbered ``start..start+n-1`` (``obs``, and the frames), with a nested ``next``."""
     t = torch.arange(start, start + n)
+
+    def frames(v: torch.Tensor) -> torch.Tensor:
+        return v.view(-1, 1, 1, 1).expand(n, 3, 4, 4).to(torch.uint8)
+
     return TensorDict(
         {
-            "obs": t.float(),
-            "pixels": t.view(-1, 1, 1, 1).expand(n, 3, 4, 4).to(torch.uint8),
-            "episode": torch.full((n,), episode),
-            "next": {"reward": t.float().unsqueeze(-1) / 10},
+            "obs": t.float(), "pixels": frames(t), "action": t.float()[:, None], "episode": torch.full((n,), episode),
+            "next": {"pixels": frames(t + 1), "reward": t.float().unsqueeze(-1) / 10, "episode": torch.full((n,), episode)},
         },
         [n],
-    )
+    )  # fmt: skip
 
 
-def fill(buffer: TensorDictReplayBuffer, lengths: list[int]) -> int:
+def fill(buffer: ReplayBuffer, lengths: list[int]) -> int:
     step = 0
     for episode, n in enumerate(lengths):
         buffer.extend(transitions(step, n, episode))
@@ -39,8 +41,8 @@ def fill(buffer: TensorDictReplayBuffer, lengths: list[int]) -> int:
     return step
 
 
-def stored(buffer: TensorDictReplayBuffer) -> list[int]:
-    return sorted(int(x) for x in buffer.storage[: len(buffer)]["obs"])
+def stored(buffer: ReplayBuffer) -> list[int]:
+    return [int(x) for x in buffer.stored()["obs"]]  # oldest first
 
 
 def test_partly_filled_buffer_round_trips(tmp_path):
@@ -50,8 +52,8 @@ def test_partly_filled_buffer_round_trips(tmp_path):
     restored = make_buffer(100)
     assert load_buffer(restored, tmp_path / "buffer.pt", step)
     assert len(restored) == 15
-    assert (restored.storage[:15] == buffer.storage[:15]).all()  # every key, nested ones and pixels too
-    assert restored.sample()["obs"].shape == (4,)
+    assert (restored.stored() == buffer.stored()).all()  # every key, nested ones and pixels too
+    assert restored.sample()["obs"].shape == (3, 4, 3, 4, 4)
 
 
 def test_wrapped_buffer_keeps_its_order_and_overwrites_the_oldest_next(tmp_path):
@@ -61,11 +63,11 @@ def test_wrapped_buffer_keeps_its_order_and_overwrites_the_oldest_next(tmp_path)
     save_buffer(buffer, tmp_path / "buffer.pt", step)
     restored = make_buffer(10)
     assert load_buffer(restored, tmp_path / "buffer.pt", step)
-    assert [int(x) for x in restored.storage[:10]["obs"]] == list(range(5, 15))  # oldest first
-    for _ in range(20):  # slices stay inside one episode and are consecutive transitions
-        batch = restored.sample().reshape(-1, 2)
-        assert (batch["episode"][:, 0] == batch["episode"][:, 1]).all()
-        assert (batch["obs"][:, 1] - batch["obs"][:, 0] == 1).all()
+    assert stored(restored) == list(range(5, 15))  # oldest first
+    for _ in range(20):  # slices stay inside episode 1 (episode 0 kept 1 transition) and are consecutive
+        batch = restored.sample()
+        assert (batch["episode"] == 1).all()
+        assert (batch["obs"][1:].long() - batch["obs"][:-1].long() == 1).all()
     for b in (buffer, restored):
         b.extend(transitions(15, 3, episode=2))
     assert stored(restored) == stored(buffer) == list(range(8, 18))
@@ -79,6 +81,17 @@ def test_a_smaller_buffer_keeps_the_newest_transitions(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert load_buffer(smaller, tmp_path / "buffer.pt", step)
     assert stored(smaller) == list(range(12, 20)) and "keeping the newest 8" in caplog.text
+
+
+def test_a_file_written_by_the_torchrl_buffer_loads(tmp_path):
+    """Online runs before this buffer saved torchrl's storage, oldest first, as a dict of tensors."""
+    old = TensorDictReplayBuffer(storage=LazyTensorStorage(100), batch_size=4)
+    old.extend(transitions(0, 5, 0))
+    old.extend(transitions(5, 4, 1))
+    save_checkpoint(tmp_path / "buffer.pt", {"step": 9, "transitions": 9, "data": old.storage[torch.arange(9)].to_dict()})
+    restored = make_buffer(100)
+    assert load_buffer(restored, tmp_path / "buffer.pt", 9) and stored(restored) == list(range(9))
+    assert (restored.stored() == old.storage[torch.arange(9)]).all()
 
 
 def test_loading_into_a_filled_buffer_is_refused(tmp_path):

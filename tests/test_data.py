@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from agent.data.buffer import ReplayBuffer, to_time_major
+from agent.data.buffer import ReplayBuffer
 from agent.data.collection import TRAJ_KEY, RepeatedRandomPolicy, make_collector
 from envs.counting import CountingEnv
 
@@ -39,21 +39,20 @@ def test_slices_stay_inside_trajectories():
         assert buffer.extend(next(it)) == 8 * 7
     collector.shutdown()
     assert len(buffer) == 6 * 8 * 7
+    data = buffer.stored()  # not wrapped: storage slot = index here
     torch.manual_seed(0)
     batch = buffer.sample()  # the buffer's own batches: time-major on its device
     assert batch["obs"].shape == (3, 32, 3, 64, 64) and batch["count"].shape == (3, 32)
+    assert batch["action"].shape == (2, 32, 1) and batch["obs_reward"].shape == (3, 32, 1)
     torch.manual_seed(0)
-    assert torch.equal(to_time_major(buffer.rb.sample(), 2, ("obs_reward", "count"))["obs"], batch["obs"])
+    s = data[buffer.slices()]  # [H, B]: the transitions of those slices
+    assert torch.equal(batch["obs"], torch.cat([s["pixels"][:1], s["next", "pixels"]]))
+    assert torch.equal(batch["count"], torch.cat([s["count"][:1], s["next", "count"]]))
     for _ in range(5):
-        sample = buffer.rb.sample()
-        s = sample.reshape(-1, 2)
-        assert (s["collector", "traj_ids"][:, 0] == s["collector", "traj_ids"][:, 1]).all()
-        assert torch.equal(s["next", "pixels"][:, 0], s["pixels"][:, 1])  # consecutive steps
-        assert torch.equal(s["step_count"][:, 1], s["step_count"][:, 0] + 1)
-        batch = to_time_major(sample, 2, ("obs_reward", "count"))
-        assert batch["obs"].shape == (3, 32, 3, 64, 64) and batch["action"].shape == (2, 32, 1)
-        assert batch["obs_reward"].shape == (3, 32, 1) and batch["count"].shape == (3, 32)
-        assert torch.equal(batch["obs"][2], s["next", "pixels"][:, 1])
+        s = data[buffer.slices()]
+        assert (s["collector", "traj_ids"][0] == s["collector", "traj_ids"][1]).all()
+        assert torch.equal(s["next", "pixels"][0], s["pixels"][1])  # consecutive steps
+        assert torch.equal(s["step_count"][1], s["step_count"][0] + 1)
 
 
 def test_policy_hold_carries_across_resets():

@@ -101,10 +101,10 @@ def test_online_run_resumes_from_its_checkpoint(tmp_path):
     # one finished episode, one cut at step 60 (id 1): the resumed run goes on inside episode 1, its
     # replay buffer rebuilt by replaying the run's actions (no buffer file is stored)
     assert trainer.step == 60 and trainer.episode == 1
-    assert len(trainer.buffer) == 60 and (trainer.buffer.rb.storage[:60] == first.buffer.rb.storage[:60]).all()
+    assert len(trainer.buffer) == 60 and (trainer.buffer.stored() == first.buffer.stored()).all()
     assert torch.equal(trainer._td["observation"], first._td["observation"])  # the env stands where it stood
     trainer.run()
-    episodes = trainer.buffer.rb.storage[:120]["episode"]
+    episodes = trainer.buffer.stored()["episode"]
     assert episodes[59] == 1 and episodes[60] == 1  # the interrupted episode goes on
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 120
     assert (tmp_path / "eval.csv").read_text().count("\n") == 3  # header, 60, 120: rows kept across the resume

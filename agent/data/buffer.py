@@ -1,4 +1,4 @@
-"""The replay buffer of both jobs: storage, slice sampler, and time-major batches on the device.
+"""The replay buffer of both jobs: a ring of transitions, slices inside trajectories, time-major batches.
 
 The representation job stores its collector's batches env-major (``traj_key`` = the collector's
 trajectory ids); the online job stores each env step (``traj_key`` = ``episode``). Both sample
@@ -13,16 +13,25 @@ import logging
 from pathlib import Path
 
 import torch
-from tensordict import TensorDictBase
-from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
+from tensordict import TensorDict, TensorDictBase
 
 from agent.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
+Key = str | tuple[str, ...]
+
 
 class ReplayBuffer:
-    """Transitions sampled as time-major sub-trajectories.
+    """Transitions in a ring, sampled as time-major sub-trajectories (TD-MPC2's slice sampling).
+
+    A trajectory is a run of consecutively stored transitions with the same ``traj_key`` (kept across
+    :meth:`extend` calls). A batch draws ``batch_size`` trajectories of at least ``horizon`` transitions
+    uniformly (with replacement), then a start inside each uniformly: the distribution of torchrl's
+    ``SliceSampler(strict_length=True)``, which this buffer replaced (that one recomputed the trajectory
+    boundaries over the whole storage after every write: ~4 ms per online step at 1M transitions).
+    Here the boundaries are kept as the data comes (a few small tensors on the CPU), the draws use torch's
+    global generator, and the storage and the gathers stay on ``storage_device``.
 
     Args:
         capacity: transitions kept (a ring: the oldest is overwritten).
@@ -36,78 +45,116 @@ class ReplayBuffer:
     """
 
     def __init__(
-        self, capacity: int, horizon: int, batch_size: int, traj_key: str | tuple[str, ...],
+        self, capacity: int, horizon: int, batch_size: int, traj_key: Key,
         obs_keys: tuple[str, ...] = (), step_keys: tuple[str, ...] = (), device: str | torch.device = "cpu",
         storage_device: str | torch.device = "cpu",
     ) -> None:  # fmt: skip
-        self.horizon, self.obs_keys, self.step_keys, self.device = horizon, obs_keys, step_keys, torch.device(device)
-        self.rb = TensorDictReplayBuffer(
-            storage=LazyTensorStorage(capacity, device=torch.device(storage_device)),
-            sampler=SliceSampler(slice_len=horizon, traj_key=traj_key, strict_length=True, cache_values=True),
-            batch_size=batch_size * horizon,
-        )
+        if capacity < 1 or horizon < 1 or batch_size < 1:
+            raise ValueError(f"capacity, horizon and batch_size must be >= 1, got {capacity}, {horizon}, {batch_size}")
+        self.capacity, self.horizon, self.batch_size, self.traj_key = capacity, horizon, batch_size, traj_key
+        self.obs_keys, self.step_keys = obs_keys, step_keys
+        self.device, self.storage_device = torch.device(device), torch.device(storage_device)
+        self._store: TensorDict | None = None  # [capacity, ...], allocated at the first write
+        self.written = 0  # transitions ever stored; the next goes to slot written % capacity
+        self._seg_start = torch.zeros(0, dtype=torch.long)  # trajectories, oldest first: first write index
+        self._seg_len = torch.zeros(0, dtype=torch.long)  # and length (all in the ring)
+        self._last_key: object = None  # the newest trajectory's key (it may go on at the next write)
 
     def __len__(self) -> int:
-        return len(self.rb)
+        return min(self.written, self.capacity)
 
     def extend(self, data: TensorDictBase) -> int:
         """Store transitions: flat ``[N]``, or a collector batch ``[num_envs, T]`` stored env-major so
         each env's steps stay contiguous. Returns the number stored."""
         flat = data.reshape(-1)
-        self.rb.extend(flat)
-        return flat.numel()
+        n = flat.numel()
+        if n == 0:
+            return 0
+        if n > self.capacity:  # only the newest fit: the rest would be overwritten at once, and all stored before
+            self.written += n - self.capacity
+            flat, n = flat[n - self.capacity :], self.capacity
+            self._seg_start, self._seg_len, self._last_key = self._seg_start[:0], self._seg_len[:0], None
+        if self._store is None:
+            self._store = flat[:1].to(self.storage_device).expand(self.capacity).clone()
+        slot = self.written % self.capacity
+        head = min(n, self.capacity - slot)
+        self._store[slot : slot + head] = flat[:head].to(self.storage_device)
+        if head < n:  # the ring wraps
+            self._store[: n - head] = flat[head:].to(self.storage_device)
+        self._track(flat[self.traj_key].reshape(n).cpu())
+        return n
+
+    def _track(self, keys: torch.Tensor) -> None:
+        """Extend the trajectory bookkeeping by the ``keys [n]`` just written, then drop what was overwritten."""
+        n = keys.numel()
+        change = torch.ones(n, dtype=torch.bool)
+        change[1:] = keys[1:] != keys[:-1]
+        starts = change.nonzero().squeeze(1)
+        lengths = torch.diff(starts, append=torch.tensor([n]))
+        if len(self._seg_len) and self._last_key == keys[0].item():  # the newest trajectory goes on
+            self._seg_len[-1] += lengths[0]
+            starts, lengths = starts[1:], lengths[1:]
+        self._seg_start = torch.cat([self._seg_start, starts + self.written])
+        self._seg_len = torch.cat([self._seg_len, lengths])
+        self._last_key = keys[-1].item()
+        self.written += n
+        oldest = self.written - len(self)
+        if self._seg_start[0] < oldest:  # overwritten: whole trajectories dropped, the oldest cut
+            keep = self._seg_start + self._seg_len > oldest
+            self._seg_start, self._seg_len = self._seg_start[keep], self._seg_len[keep]
+            cut = oldest - self._seg_start[0]
+            self._seg_start[0] += cut
+            self._seg_len[0] -= cut
+
+    def slices(self) -> torch.Tensor:
+        """Storage slots ``[H, B]`` of one batch's sub-trajectories (time-major), on the storage device."""
+        h = self.horizon
+        fits = self._seg_len >= h
+        if not bool(fits.any()):
+            raise RuntimeError(f"no trajectory of at least horizon={h} transitions among the {len(self)} stored")
+        start, length = self._seg_start[fits], self._seg_len[fits]
+        pick = torch.randint(len(start), (self.batch_size,))
+        offset = (torch.rand(self.batch_size) * (length[pick] - h + 1)).floor().long()
+        first = start[pick] + offset  # [B] write indices
+        return ((first[None] + torch.arange(h)[:, None]) % self.capacity).to(self.storage_device)
 
     def sample(self) -> dict[str, torch.Tensor]:
         """A batch: ``obs [H+1, B, ...]``, ``action [H, B, A]``, the obs and step keys, on ``device``."""
-        batch = to_time_major(self.rb.sample(), self.horizon, self.obs_keys, self.step_keys)
+        if self._store is None:
+            raise RuntimeError("the replay buffer is empty")
+        store, idx = self._store, self.slices()  # idx [H, B]; only the keys a batch needs are gathered
+
+        def seq(key: str) -> torch.Tensor:  # the slice's first observation, then each step's next one
+            return torch.cat([store[key][idx[0]][None], store["next", key][idx]])
+
+        batch = {"obs": seq("pixels" if "pixels" in store.keys() else "observation"), "action": store["action"][idx]}
+        for key in self.obs_keys:
+            if key != "obs":
+                batch[key] = seq(key)
+        for key in self.step_keys:
+            batch[key] = store["next", key][idx]
         if "terminated" in batch:
             batch["terminated"] = batch["terminated"].float()
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
-
-def to_time_major(
-    sample: TensorDictBase, horizon: int, keys: tuple[str, ...], step_keys: tuple[str, ...] = ()
-) -> dict[str, torch.Tensor]:
-    """A flat slice sample ``[B*H]`` -> time-major tensors.
-
-    Returns ``obs [H+1, B, ...]`` (the slice's observations, ``pixels`` or ``observation``,
-    followed by the last step's next observation), ``action [H, B, A]``, each of ``keys`` per
-    observation ``[H+1, B, ...]`` and each of ``step_keys`` per transition ``[H, B, ...]`` (read
-    from ``next``, e.g. ``reward``, ``terminated``).
-    """
-    s = sample.reshape(-1, horizon)  # [B, H]
-
-    def seq(key: str) -> torch.Tensor:
-        return torch.cat([s[key][:, :1], s["next", key]], 1).transpose(0, 1).contiguous()
-
-    out = {"obs": seq("pixels") if "pixels" in s.keys() else seq("observation")}
-    out["action"] = s["action"].transpose(0, 1).contiguous()
-    for key in keys:
-        if key != "obs":
-            out[key] = seq(key)
-    for key in step_keys:
-        out[key] = s["next", key].transpose(0, 1).contiguous()
-    return out
+    def stored(self) -> TensorDict:
+        """Every stored transition, oldest first ``[len(self)]`` (a copy)."""
+        if self._store is None:
+            return TensorDict({}, batch_size=[0])
+        first = self.written % self.capacity if self.written > self.capacity else 0
+        return self._store[((torch.arange(len(self)) + first) % self.capacity).to(self.storage_device)]
 
 
-def save_buffer(buffer: TensorDictReplayBuffer, path: str | Path, step: int) -> Path:
-    """Write the filled part of ``buffer`` to the file ``path`` (atomically), oldest transition first.
-
-    torchrl's ``ReplayBuffer.dumps`` writes the whole capacity (2.5 GB for 100k pixel transitions
-    however few are stored) and its memory-mapped files load silently zero-filled when truncated,
-    so the ``len(buffer)`` stored transitions are saved with ``torch.save``, in chronological order:
-    refilling an empty buffer with them gives the same contents, and the same transition (the
-    oldest) is overwritten next. ``step`` is the agent step of the matching checkpoint.
-    """
-    n, capacity = len(buffer), buffer.storage.max_size
-    # the round-robin writer's next slot, i.e. the oldest transition once full (all writes go
-    # through add/extend here, so the cursor equals write_count modulo the capacity)
-    first = buffer.write_count % capacity if n == capacity else 0
-    data = buffer.storage[(torch.arange(n) + first) % n].to_dict() if n else {}
+def save_buffer(buffer: ReplayBuffer, path: str | Path, step: int) -> Path:
+    """Write the stored transitions of ``buffer`` to the file ``path`` (atomically), oldest first: the format
+    of the ``buffer.pt`` files older online runs wrote beside their checkpoints (``step`` is the agent step
+    of the matching checkpoint). Refilling an empty buffer with them gives the same contents."""
+    n = len(buffer)
+    data = buffer.stored().cpu().to_dict() if n else {}
     return save_checkpoint(path, {"step": int(step), "transitions": n, "data": data})
 
 
-def load_buffer(buffer: TensorDictReplayBuffer, path: str | Path, step: int) -> bool:
+def load_buffer(buffer: ReplayBuffer, path: str | Path, step: int) -> bool:
     """Refill an empty ``buffer`` from :func:`save_buffer`'s file if it matches ``step``.
 
     Returns False, with a warning, when there is no saved buffer, it cannot be read, or it belongs
@@ -115,8 +162,6 @@ def load_buffer(buffer: TensorDictReplayBuffer, path: str | Path, step: int) -> 
     and refills the buffer by acting, as it would without a saved one. When the saved buffer holds
     more transitions than ``buffer`` can (a smaller ``data.buffer_size``), the newest are kept.
     """
-    from tensordict import TensorDict
-
     if len(buffer):
         raise ValueError(f"load_buffer fills an empty replay buffer; this one holds {len(buffer)} transitions")
     try:
@@ -130,7 +175,7 @@ def load_buffer(buffer: TensorDictReplayBuffer, path: str | Path, step: int) -> 
     n = int(saved["transitions"])
     if n:
         data = TensorDict(saved["data"], batch_size=[n])
-        keep = min(n, buffer.storage.max_size)
+        keep = min(n, buffer.capacity)
         if keep < n:
             log.warning("replay buffer %s holds %d transitions, more than data.buffer_size; keeping the newest %d", path, n, keep)
         buffer.extend(data[n - keep :])

@@ -101,7 +101,7 @@ class OnlineTrainer(RunSkeleton):
             self.random_policy.set_rng_state(data["random_policy"])
             how = "rebuilt by replay"
         else:  # an older checkpoint: a new episode starts, so the interrupted one stays a trajectory of its own
-            restored = (self.ckpt_dir / "buffer.pt").exists() and load_buffer(self.buffer.rb, self.ckpt_dir / "buffer.pt", self.step)
+            restored = (self.ckpt_dir / "buffer.pt").exists() and load_buffer(self.buffer, self.ckpt_dir / "buffer.pt", self.step)
             self.episode += 1
             how = "restored" if restored else "refilled by acting"
         log.info("replay buffer: %d transitions, %s", len(self.buffer), how)

@@ -1,0 +1,142 @@
+"""Replay buffer speed: the online loop's store-and-sample, the representation job's sample, and the online
+loop's own env steps/s with a free agent, each against torchrl's ``SliceSampler`` buffer (the buffer before
+``agent.data.buffer.ReplayBuffer``) in the same run.
+
+    python benchmarks/replay_buffer.py [--sizes 10000 100000 1000000] [--iters 50] [--loop-steps 1500]
+
+Online shapes: walker-walk (obs 24, action 6), episodes of 1,000 steps, batch 256, horizon 3, one transition
+stored per sample. Representation shapes: 3x64x64 frames stored 1,024 at a time (64 envs x 16 steps),
+batch 256, horizon 1. The loop row runs ``OnlineTrainer`` on dmc/walker-walk with ``act`` and ``update``
+replaced by free stand-ins: what is left is the env, the buffer and the loop itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
+
+from agent.data.buffer import ReplayBuffer
+from agent.run.online import OnlineTrainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TorchRLBuffer:
+    """The previous buffer: torchrl's storage and ``SliceSampler``, then the same time-major batch."""
+
+    def __init__(self, capacity: int, horizon: int, batch_size: int, traj_key, obs_keys=(), step_keys=(), device="cpu", storage_device="cpu") -> None:
+        self.horizon, self.obs_keys, self.step_keys, self.device = horizon, obs_keys, step_keys, torch.device(device)
+        self.rb = TensorDictReplayBuffer(
+            storage=LazyTensorStorage(capacity, device=torch.device(storage_device)),
+            sampler=SliceSampler(slice_len=horizon, traj_key=traj_key, strict_length=True, cache_values=True),
+            batch_size=batch_size * horizon,
+        )
+
+    def __len__(self) -> int:
+        return len(self.rb)
+
+    def extend(self, data: TensorDictBase) -> int:
+        flat = data.reshape(-1)
+        self.rb.extend(flat)
+        return flat.numel()
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        s = self.rb.sample().reshape(-1, self.horizon)
+
+        def seq(key: str) -> torch.Tensor:
+            return torch.cat([s[key][:, :1], s["next", key]], 1).transpose(0, 1).contiguous()
+
+        out = {"obs": seq("pixels") if "pixels" in s.keys() else seq("observation"), "action": s["action"].transpose(0, 1).contiguous()}
+        out.update({k: seq(k) for k in self.obs_keys})
+        out.update({k: s["next", k].transpose(0, 1).contiguous() for k in self.step_keys})
+        if "terminated" in out:
+            out["terminated"] = out["terminated"].float()
+        return {k: v.to(self.device, non_blocking=True) for k, v in out.items()}
+
+
+BUFFERS = {"torchrl SliceSampler (before)": TorchRLBuffer, "ReplayBuffer": ReplayBuffer}
+
+
+def state_steps(start: int, n: int) -> TensorDict:
+    ep = (start + torch.arange(n)) // 1000
+    nxt = {"observation": torch.randn(n, 24), "reward": torch.rand(n, 1), "terminated": torch.zeros(n, 1, dtype=torch.bool)}
+    return TensorDict({"observation": torch.randn(n, 24), "action": torch.rand(n, 6), "episode": ep, "next": nxt}, [n])
+
+
+def frames(start: int, envs: int = 64, t: int = 16) -> TensorDict:
+    ids = start // (envs * t) * envs + torch.arange(envs)[:, None].expand(envs, t)  # one trajectory per env and batch
+    px = torch.randint(0, 255, (envs, t, 3, 64, 64), dtype=torch.uint8)
+    return TensorDict({"pixels": px, "action": torch.rand(envs, t, 1), "count": torch.randint(0, 9, (envs, t)),
+                       "collector": {"traj_ids": ids}, "next": {"pixels": px, "count": torch.randint(0, 9, (envs, t))}}, [envs, t])  # fmt: skip
+
+
+def online_ms(cls, size: int, iters: int) -> float:
+    buf = cls(max(size, 1000) + iters + 10, 3, 256, "episode", step_keys=("reward", "terminated"))
+    buf.extend(state_steps(0, size))
+    one = [state_steps(size + i, 1) for i in range(iters + 2)]
+    buf.extend(one[0]), buf.sample()
+    start = time.perf_counter()
+    for step in one[1 : iters + 1]:
+        buf.extend(step)
+        buf.sample()
+    return (time.perf_counter() - start) / iters * 1e3
+
+
+def representation_ms(cls, size: int, iters: int) -> float:
+    buf = cls(size, 1, 256, ("collector", "traj_ids"), obs_keys=("count",))
+    for start in range(0, size, 1024):
+        buf.extend(frames(start))
+    buf.sample()
+    start = time.perf_counter()
+    for _ in range(iters):
+        buf.sample()
+    return (time.perf_counter() - start) / iters * 1e3
+
+
+def loop_steps_per_s(cls, steps: int) -> float:
+    overrides = ["agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=tiny", f"agent.total_steps={steps}", "agent.seed_steps=100",
+                 "agent.pretrain_updates=1", f"agent.eval_every={steps * 10}", "log.progress=false", "log.tensorboard=false"]  # fmt: skip
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = OnlineTrainer(cfg, run_dir)
+        old = trainer.buffer
+        trainer.buffer = cls(100_000, old.horizon, 256, "episode", obs_keys=old.obs_keys, step_keys=old.step_keys)
+        trainer.evaluate, trainer.save = (lambda: {}), (lambda: None)
+        trainer.agent.act = lambda obs, eval_mode=False, use_planner=True: torch.zeros(obs.shape[0], 6)
+        trainer.agent.update = lambda batch: {}
+        start = time.perf_counter()
+        trainer.run()
+        return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--loop-steps", type=int, default=1500, help="env steps of the free-agent loop row (0: skip it)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, cpu, {torch.get_num_threads()} threads")
+    base, new = BUFFERS
+    print(f"{'job':>14} {'stored':>9} {base + ' ms':>32} {new + ' ms':>16} {'x before':>9}")
+    for size in args.sizes:
+        a, b = (online_ms(BUFFERS[k], size, args.iters) for k in (base, new))
+        print(f"{'online':>14} {size:>9,} {a:>32.3f} {b:>16.3f} {a / b:>9.1f}", flush=True)
+    for size in [s for s in args.sizes if s <= 100_000]:  # frames: 12 KiB each
+        a, b = (representation_ms(BUFFERS[k], size, args.iters) for k in (base, new))
+        print(f"{'representation':>14} {size:>9,} {a:>32.3f} {b:>16.3f} {a / b:>9.1f}", flush=True)
+    if args.loop_steps:
+        a, b = (loop_steps_per_s(BUFFERS[k], args.loop_steps) for k in (base, new))
+        print(f"online loop with a free agent (dmc/walker-walk, {args.loop_steps} steps): {a:.0f} -> {b:.0f} env steps/s ({b / a:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
