@@ -2,10 +2,10 @@
 loop's own env steps/s with a free agent, each against torchrl's ``SliceSampler`` buffer (the buffer before
 ``agent.data.buffer.ReplayBuffer``) in the same run.
 
-    python benchmarks/replay_buffer.py [--sizes 10000 100000 1000000] [--iters 50] [--loop-steps 1500]
+    python benchmarks/replay_buffer.py [--sizes 10000 100000 1000000] [--iters 50] [--rounds 3] [--loop-steps 1500]
 
 Online shapes: walker-walk (obs 24, action 6), episodes of 1,000 steps, batch 256, horizon 3, one transition
-stored per sample. Representation shapes: 3x64x64 frames stored 1,024 at a time (64 envs x 16 steps),
+stored per sample into a full ring (the steady state of a long run). Representation shapes: 3x64x64 frames stored 1,024 at a time (64 envs x 16 steps),
 batch 256, horizon 1. The loop row runs ``OnlineTrainer`` on dmc/walker-walk with ``act`` and ``update``
 replaced by free stand-ins: what is left is the env, the buffer and the loop itself.
 """
@@ -77,27 +77,49 @@ def frames(start: int, envs: int = 64, t: int = 16) -> TensorDict:
                        "collector": {"traj_ids": ids}, "next": {"pixels": px, "count": torch.randint(0, 9, (envs, t))}}, [envs, t])  # fmt: skip
 
 
-def online_ms(cls, size: int, iters: int) -> float:
-    buf = cls(max(size, 1000) + iters + 10, 3, 256, "episode", step_keys=("reward", "terminated"))
-    buf.extend(state_steps(0, size))
-    one = [state_steps(size + i, 1) for i in range(iters + 2)]
-    buf.extend(one[0]), buf.sample()
+def online_buffer(cls, size: int) -> tuple[object, list[TensorDict]]:
+    """A full ring of ``size`` walker steps (written ``size + 1000``: the oldest episode overwritten), and the
+    steps to store next."""
+    buf = cls(size, 3, 256, "episode", step_keys=("reward", "terminated"))
+    for start in range(0, size + 1000, 100_000):
+        buf.extend(state_steps(start, min(100_000, size + 1000 - start)))
+    return buf, [state_steps(size + 1000 + i, 1) for i in range(10_000)]
+
+
+def online_ms(buf, steps: list[TensorDict], iters: int) -> float:
+    """ms per online step: store one transition, then sample a batch."""
     start = time.perf_counter()
-    for step in one[1 : iters + 1]:
+    for step in steps[:iters]:
         buf.extend(step)
         buf.sample()
+    del steps[:iters]
     return (time.perf_counter() - start) / iters * 1e3
 
 
-def representation_ms(cls, size: int, iters: int) -> float:
+def representation_buffer(cls, size: int):
     buf = cls(size, 1, 256, ("collector", "traj_ids"), obs_keys=("count",))
     for start in range(0, size, 1024):
         buf.extend(frames(start))
-    buf.sample()
+    return buf
+
+
+def representation_ms(buf, iters: int) -> float:
+    """ms per representation batch (the job stores 1,024 transitions every 10 updates: not timed)."""
     start = time.perf_counter()
     for _ in range(iters):
         buf.sample()
     return (time.perf_counter() - start) / iters * 1e3
+
+
+def alternate(timers: dict[str, object], rounds: int) -> dict[str, float]:
+    """Each timer once untimed (warm-up), then ``rounds`` rounds taking turns; the mean per timer."""
+    for timer in timers.values():
+        timer()
+    got = {name: 0.0 for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            got[name] += timer() / rounds
+    return got
 
 
 def loop_steps_per_s(cls, steps: int) -> float:
@@ -121,20 +143,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per row, the buffers taking turns (after a warm-up)")
     parser.add_argument("--loop-steps", type=int, default=1500, help="env steps of the free-agent loop row (0: skip it)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, cpu, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, cpu, {torch.get_num_threads()} threads; means of {args.rounds} alternating rounds")
     base, new = BUFFERS
     print(f"{'job':>14} {'stored':>9} {base + ' ms':>32} {new + ' ms':>16} {'x before':>9}")
     for size in args.sizes:
-        a, b = (online_ms(BUFFERS[k], size, args.iters) for k in (base, new))
-        print(f"{'online':>14} {size:>9,} {a:>32.3f} {b:>16.3f} {a / b:>9.1f}", flush=True)
-    for size in [s for s in args.sizes if s <= 100_000]:  # frames: 12 KiB each
-        a, b = (representation_ms(BUFFERS[k], size, args.iters) for k in (base, new))
-        print(f"{'representation':>14} {size:>9,} {a:>32.3f} {b:>16.3f} {a / b:>9.1f}", flush=True)
+        built = {k: online_buffer(cls, size) for k, cls in BUFFERS.items()}
+        got = alternate({k: (lambda b=b: online_ms(*b, args.iters)) for k, b in built.items()}, args.rounds)
+        print(f"{'online':>14} {size:>9,} {got[base]:>32.3f} {got[new]:>16.3f} {got[base] / got[new]:>9.1f}", flush=True)
+        del built
+    for size in [s for s in args.sizes if s <= 100_000]:  # frames: 12 KiB each, twice per transition
+        built = {k: representation_buffer(cls, size) for k, cls in BUFFERS.items()}
+        got = alternate({k: (lambda b=b: representation_ms(b, args.iters)) for k, b in built.items()}, args.rounds)
+        print(f"{'representation':>14} {size:>9,} {got[base]:>32.3f} {got[new]:>16.3f} {got[base] / got[new]:>9.1f}", flush=True)
+        del built
     if args.loop_steps:
-        a, b = (loop_steps_per_s(BUFFERS[k], args.loop_steps) for k in (base, new))
+        got = alternate({k: (lambda cls=cls: 1 / loop_steps_per_s(cls, args.loop_steps)) for k, cls in BUFFERS.items()}, args.rounds)
+        a, b = 1 / got[base], 1 / got[new]
         print(f"online loop with a free agent (dmc/walker-walk, {args.loop_steps} steps): {a:.0f} -> {b:.0f} env steps/s ({b / a:.2f}x)")
 
 

@@ -48,6 +48,8 @@ def compiled(fn: Callable, mode: str = "default", options: dict[str, Any] | None
 def _cloned(out: Any) -> Any:
     if isinstance(out, Tensor):
         return out.clone()
+    if isinstance(out, tuple) and hasattr(out, "_fields"):  # a named tuple
+        return type(out)(*(_cloned(v) for v in out))
     if isinstance(out, (tuple, list)):
         return type(out)(_cloned(v) for v in out)
     if isinstance(out, dict):

@@ -128,6 +128,9 @@ class TDMPCAgent(nn.Module):
         with autocast(self.device, c.precision):
             total, terms, rollout = self._wm_losses(self, batch)
         grad_norm = optimizer_step(self.optim, total, c.grad_clip, "world-model", terms)
+        # used: dropped before the policy step (compiled under CUDA graphs, the backward wrote them into the graphs'
+        # memory, which the policy loss's step reuses; the policy loss would add its Q gradients into them)
+        self.optim.zero_grad(set_to_none=True)
         with autocast(self.device, c.precision):
             pi_loss = self._pi_loss(self, rollout)  # TD-MPC2: on the rollout
         optimizer_step(self.pi_optim, pi_loss, c.grad_clip, "policy")

@@ -31,7 +31,8 @@ class ReplayBuffer:
     ``SliceSampler(strict_length=True)``, which this buffer replaced (that one recomputed the trajectory
     boundaries over the whole storage after every write: ~4 ms per online step at 1M transitions).
     Here the boundaries are kept as the data comes (a few small tensors on the CPU), the draws use torch's
-    global generator, and the storage and the gathers stay on ``storage_device``.
+    global generator on the CPU, and the storage and the gathers stay on ``storage_device`` (the slice
+    indices are copied there: no host sync).
 
     Args:
         capacity: transitions kept (a ring: the oldest is overwritten).
@@ -67,22 +68,22 @@ class ReplayBuffer:
         """Store transitions: flat ``[N]``, or a collector batch ``[num_envs, T]`` stored env-major so
         each env's steps stay contiguous. Returns the number stored."""
         flat = data.reshape(-1)
-        n = flat.numel()
+        n = received = flat.numel()
         if n == 0:
             return 0
         if n > self.capacity:  # only the newest fit: the rest would be overwritten at once, and all stored before
             self.written += n - self.capacity
             flat, n = flat[n - self.capacity :], self.capacity
             self._seg_start, self._seg_len, self._last_key = self._seg_start[:0], self._seg_len[:0], None
-        if self._store is None:
-            self._store = flat[:1].to(self.storage_device).expand(self.capacity).clone()
+        if self._store is None:  # uninitialised memory, as torch.empty: the pages fill as the ring does
+            self._store = flat[:1].to(self.storage_device).apply(lambda t: t.new_empty((self.capacity, *t.shape[1:])), batch_size=[self.capacity])
         slot = self.written % self.capacity
         head = min(n, self.capacity - slot)
         self._store[slot : slot + head] = flat[:head].to(self.storage_device)
         if head < n:  # the ring wraps
             self._store[: n - head] = flat[head:].to(self.storage_device)
         self._track(flat[self.traj_key].reshape(n).cpu())
-        return n
+        return received
 
     def _track(self, keys: torch.Tensor) -> None:
         """Extend the trajectory bookkeeping by the ``keys [n]`` just written, then drop what was overwritten."""
@@ -135,7 +136,7 @@ class ReplayBuffer:
             batch[key] = store["next", key][idx]
         if "terminated" in batch:
             batch["terminated"] = batch["terminated"].float()
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.to(self.device, non_blocking=self.device.type == "cuda") for k, v in batch.items()}
 
     def stored(self) -> TensorDict:
         """Every stored transition, oldest first ``[len(self)]`` (a copy)."""
