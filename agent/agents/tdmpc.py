@@ -39,7 +39,7 @@ class TDMPCConfig:
         precision: ``fp32``, ``bf16`` or ``auto`` (autocast of the update's forward passes and of planning; weights,
             optimiser state and the planner's sampling distribution stay fp32).
         compile: run each of the update's two losses (forward and backward) through ``torch.compile`` as
-            one graph, and both planners' value rollouts (``MPPI(compile=True)``); random draws come from
+            one graph, and both planners' value rollouts (``MPPI(compile=...)``); random draws come from
             torch's generator as in eager code (inductor's ``fallback_random``). Compiles at the first
             update (~30-60 s on 2 CPU cores); the same maths up to kernel rounding.
         compile_mode: ``torch.compile``'s mode with ``compile`` (:data:`agent.agents.compiled.COMPILE_MODES`;

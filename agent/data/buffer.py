@@ -66,7 +66,8 @@ class ReplayBuffer:
 
     def extend(self, data: TensorDictBase) -> int:
         """Store transitions: flat ``[N]``, or a collector batch ``[num_envs, T]`` stored env-major so
-        each env's steps stay contiguous. Returns the number stored."""
+        each env's steps stay contiguous. Returns the number received (all stored, but for the oldest of more
+        than ``capacity`` at once)."""
         flat = data.reshape(-1)
         n = received = flat.numel()
         if n == 0:
