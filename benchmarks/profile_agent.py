@@ -4,7 +4,10 @@ Same shapes and agent as ``planning_latency.py`` (walker-walk: obs 24, action 6;
 The first lines print the mean time per call without the profiler, as the baseline to read the
 profile's shares against.
 
-    python benchmarks/profile_agent.py [--job update|plan] [--preset 1m] [--precision fp32|bf16] [--iters 5] [--rows 25]
+    python benchmarks/profile_agent.py [--job update|plan] [--preset 1m] [--precision fp32|bf16] [--compile] [--iters 5] [--rows 25]
+
+With ``--compile`` the agent runs ``perf.compile=true`` (compiled before the timing); inductor's fused
+kernels then show up as ``CompiledFunction`` / ``graph_*`` rows.
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ def main() -> None:
     parser.add_argument("--job", choices=("update", "plan"), default="update")
     parser.add_argument("--preset", default="1m")
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto")
+    parser.add_argument("--compile", action="store_true", help="perf.compile=true")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
-    agent = walker_agent(args.preset, overrides=(f"perf.precision={args.precision}",))
+    overrides = (f"perf.precision={args.precision}",) + (("perf.compile=true",) if args.compile else ())
+    agent = walker_agent(args.preset, overrides=overrides)
     batch, obs = update_batch(), torch.randn(1, OBS)
     fn = (lambda: agent.update(batch)) if args.job == "update" else (lambda: agent.act(obs, eval_mode=False))
-    print(f"torch {torch.__version__}, cpu, {torch.get_num_threads()} threads; {args.preset} {args.precision} {args.job}: "
+    fn()  # compiles (with --compile) and warms up
+    print(f"torch {torch.__version__}, cpu, {torch.get_num_threads()} threads; {args.preset} {args.precision}{' compiled' * args.compile} {args.job}: "
           f"{timed(fn, 10, 'cpu') * 1e3:.1f} ms per call without the profiler")  # fmt: skip
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(args.iters):

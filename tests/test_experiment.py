@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from agent.agents.factory import build_agent
+from agent.agents.factory import build_agent, build_tdmpc_agent
 from agent.run.representation import Trainer
 from tests.conftest import ROOT
 
@@ -82,3 +82,15 @@ def test_the_main_job_runs_the_counting_recipe_and_the_online_agent_does_not():
     assert (online.model.name, online.task.reward_type) == ("small", "sparse")
     assert "reward_type" not in gym.task and gym.loss_scales.aux == 1.0
     assert (mine.task.reward_type, mine.model.name) == ("sparse", "small")  # the command line still wins
+
+
+def test_model_1m_is_tdmpc2s_1m_size_with_two_q_heads():
+    """TD-MPC2's MODEL_SIZE gives its 1M model 2 Q heads and 5 from 5M up (configs/size/tdmpc2/1m.yaml)."""
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        one = compose("config", overrides=["agent=tdmpc2", "task=dmc/walker-walk", "model=1m"])
+        five = compose("config", overrides=["agent=tdmpc2", "task=dmc/walker-walk", "model=5m"])
+        mine = compose("config", overrides=["agent=tdmpc2", "task=dmc/walker-walk", "model=1m", "agent.num_q=4"])
+        rep = compose("config", overrides=["task=counting", "model=1m"])
+    assert (one.agent.num_q, five.agent.num_q, mine.agent.num_q) == (2, 5, 4)  # the command line still wins
+    assert "num_q" not in rep.get("agent", {})  # the representation job has no Q ensemble
+    assert build_tdmpc_agent(one, (24,), 6).model.qs.num_q == 2
