@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 
 
 class PlanningModel(Protocol):
-    """What the planner calls. All methods act on leading batch dims ``[...]``."""
+    """What the planner calls. All methods act on leading batch dims ``[...]``; the planner draws all the
+    randomness itself (one generator), so every verb is a pure function of its tensors."""
 
     action_dim: int
 
@@ -26,14 +27,27 @@ class PlanningModel(Protocol):
     def reward(self, z: Tensor, action: Tensor) -> Tensor:
         """Predicted reward ``[..., 1]`` (a scalar value, not logits)."""
 
-    def Q(self, z: Tensor, action: Tensor, generator: torch.Generator | None = None) -> Tensor:  # noqa: N802
-        """Value estimate ``[..., 1]`` (e.g. the mean of the Q ensemble); randomness from ``generator``."""
+    def Q(self, z: Tensor, action: Tensor, members: Tensor) -> Tensor:  # noqa: N802
+        """Value estimate ``[..., 1]`` of the value-ensemble ``members`` (from :meth:`value_members`)."""
 
-    def pi(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Policy-prior action sample ``[..., A]`` in [-1, 1]; randomness from ``generator``."""
+    def value_members(self, generator: torch.Generator) -> Tensor:
+        """Which members one value estimate averages, drawn with ``generator`` (TD-MPC2: 2 random of the ensemble)."""
+
+    def pi(self, z: Tensor, noise: Tensor) -> Tensor:
+        """Policy-prior action ``[..., A]`` in [-1, 1] for standard-normal ``noise [..., A]``."""
 
     def termination(self, z: Tensor) -> Tensor:
         """Probability that ``z`` is terminal ``[..., 1]`` (zeros for non-episodic tasks)."""
+
+
+class Refit(NamedTuple):
+    """One MPPI iteration: the refit sampling distribution, the elites and their weights, every sequence's value."""
+
+    mean: Tensor  # [H, N, A]
+    std: Tensor  # [H, N, A]
+    elites: Tensor  # [H, N, E, A]
+    score: Tensor  # [N, E] softmax weights of the elites
+    value: Tensor  # [N, S]
 
 
 @dataclass
@@ -78,19 +92,23 @@ class MPPI:
     Args:
         model: anything with the :class:`PlanningModel` verbs.
         cfg: planner settings.
-        seed: seed of the planner's own generator (sampling noise and the final elite draw).
-        compile: a compiler (``torch.compile``, or one with a mode) to run :meth:`estimate_value` (the rollout
-            of all sequences through the model's verbs and the terminal value, per iteration) as one graph;
-            the same maths and random draws up to kernel rounding. It compiles at the first plan per batch
-            shape. ``None``: eager.
+        seed: seed of the planner's own generator (sampling noise, the policy prior's noise, the value
+            members and the final elite draw).
+        compile: a compiler (``torch.compile``, or one with a mode) to run the policy prior's rollout
+            (:meth:`policy_actions`) and each MPPI iteration (:meth:`iterate`: sampling, the rollout of all
+            sequences, their values, the elites and the refit) as one graph each; every random number is
+            drawn before, in eager code, so neither graph breaks and both give the eager numbers up to kernel
+            rounding. They compile at the first plan per batch shape. ``None``: eager.
     """
 
     def __init__(self, model: PlanningModel, cfg: MPPIConfig, seed: int = 0, compile: Callable[[Callable], Callable] | None = None) -> None:
         self.model, self.cfg, self.seed = model, cfg, seed
-        self._gen: torch.Generator | None = None  # all of the planner's randomness, model calls included
+        self._gen: torch.Generator | None = None  # all of the planner's randomness
         self._prev_mean: Tensor | None = None  # [H, N, A]
-        # unbound, called with the planner: a deep copy runs it on itself, not on the original
-        self._value = type(self).estimate_value if compile is None else compile(type(self).estimate_value)
+        # unbound, called with the planner: a deep copy runs them on itself, not on the original
+        self._iterate, self._policy_actions = type(self).iterate, type(self).policy_actions
+        if compile is not None:
+            self._iterate, self._policy_actions = compile(self._iterate), compile(self._policy_actions)
 
     def reset(self, mask: Tensor | None = None) -> None:
         """Forget the warm start (for envs where ``mask [N]`` is True, or all)."""
@@ -122,11 +140,13 @@ class MPPI:
         return self._gen
 
     @torch.no_grad()
-    def estimate_value(self, z: Tensor, actions: Tensor) -> Tensor:
+    def estimate_value(self, z: Tensor, actions: Tensor, noise: Tensor, members: Tensor) -> Tensor:
         """Discounted predicted rewards plus the terminal Q: ``z [N, S, D], actions [H, N, S, A] -> [N, S]``.
 
-        As TD-MPC2, a trajectory ends at the first latent whose termination probability exceeds 0.5:
-        no reward after it and no terminal Q.
+        The terminal Q is of the policy prior's action for standard-normal ``noise [N, S, A]``, averaged
+        over the value ensemble's ``members`` (:meth:`PlanningModel.value_members`). As TD-MPC2, a
+        trajectory ends at the first latent whose termination probability exceeds 0.5: no reward after it
+        and no terminal Q.
         """
         value = torch.zeros(z.shape[:-1] + (1,), device=z.device, dtype=z.dtype)
         discount = torch.ones_like(value)  # gamma^t, zero once a latent was predicted terminal
@@ -134,9 +154,36 @@ class MPPI:
             value = value + discount * self.model.reward(z, actions[t])
             z = self.model.next(z, actions[t])
             discount = discount * self.cfg.gamma * (self.model.termination(z) <= 0.5).to(value.dtype)
-        gen = self._generator(z.device)
-        value = value + discount * self.model.Q(z, self.model.pi(z, generator=gen), generator=gen)
+        value = value + discount * self.model.Q(z, self.model.pi(z, noise), members)
         return value.squeeze(-1)
+
+    @torch.no_grad()
+    def policy_actions(self, z: Tensor, noise: Tensor) -> Tensor:
+        """The policy prior's action sequences from ``z [N, P, D]`` for standard-normal ``noise [H, N, P, A]``:
+        ``[H, N, P, A]`` in ``z``'s dtype."""
+        out = []
+        for t in range(noise.shape[0]):
+            out.append(self.model.pi(z, noise[t]).to(z.dtype))
+            if t < noise.shape[0] - 1:
+                z = self.model.next(z, out[-1])
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def iterate(self, z: Tensor, pi_actions: Tensor, mean: Tensor, std: Tensor, noise: Tensor, value_noise: Tensor, members: Tensor) -> Refit:
+        """One MPPI iteration: sample sequences around ``mean, std [H, N, A]`` with standard-normal ``noise
+        [H, N, S - P, A]``, put the policy prior's ``pi_actions [H, N, P, A]`` first, value all ``S`` from
+        ``z [N, S, D]`` (:meth:`estimate_value` with ``value_noise``, ``members``), refit to the elites."""
+        c = self.cfg
+        sampled = (mean[:, :, None] + std[:, :, None] * noise).clamp(-1, 1)
+        actions = torch.cat([pi_actions, sampled], 2)  # [H, N, S, A]
+        value = self.estimate_value(z, actions, value_noise, members).nan_to_num(nan=-float("inf"))  # [N, S]
+        elite_value, elite_idx = value.topk(c.num_elites, dim=1)  # [N, E]
+        elites = torch.gather(actions, 2, elite_idx[None, :, :, None].expand(*actions.shape[:2], c.num_elites, actions.shape[-1]))
+        score = torch.softmax(c.temperature * elite_value, dim=1)  # [N, E]
+        w = score[None, :, :, None]
+        mean = (w * elites).sum(2)
+        std = ((w * (elites - mean[:, :, None]) ** 2).sum(2)).sqrt().clamp(c.min_std, c.max_std)
+        return Refit(mean, std, elites, score, value)
 
     @torch.no_grad()
     def plan(self, z: Tensor, eval_mode: bool = False) -> Tensor:
@@ -149,31 +196,24 @@ class MPPI:
             actions ``[N, A]`` in [-1, 1].
         """
         c, dev = self.cfg, z.device
-        n, a_dim, h = z.shape[0], self.model.action_dim, c.horizon
+        n, a_dim, h, p = z.shape[0], self.model.action_dim, c.horizon, c.num_pi_trajs
         gen = self._generator(dev)
-        actions = torch.empty(h, n, c.num_samples, a_dim, device=dev, dtype=z.dtype)
-        if c.num_pi_trajs:
-            zp = z[:, None].expand(n, c.num_pi_trajs, z.shape[-1])
-            for t in range(h):
-                actions[t, :, : c.num_pi_trajs] = self.model.pi(zp, generator=gen)
-                if t < h - 1:
-                    zp = self.model.next(zp, actions[t, :, : c.num_pi_trajs])
+
+        def normal(*shape: int) -> Tensor:
+            return torch.randn(shape, device=dev, dtype=z.dtype, generator=gen)
+
+        pi_actions = torch.empty(h, n, 0, a_dim, device=dev, dtype=z.dtype)
+        if p:
+            pi_noise = torch.stack([normal(n, p, a_dim) for _ in range(h)])  # step by step, as the prior draws
+            pi_actions = self._policy_actions(self, z[:, None].expand(n, p, z.shape[-1]), pi_noise)
         mean = torch.zeros(h, n, a_dim, device=dev, dtype=z.dtype)
         if self._prev_mean is not None and self._prev_mean.shape == mean.shape:
             mean[:-1] = self._prev_mean[1:]  # warm start: shift by one step
         std = torch.full_like(mean, c.max_std)
         zs = z[:, None].expand(n, c.num_samples, z.shape[-1])
-        n_rand = c.num_samples - c.num_pi_trajs
         for _ in range(c.iterations):
-            noise = torch.randn(h, n, n_rand, a_dim, device=dev, dtype=z.dtype, generator=gen)
-            actions[:, :, c.num_pi_trajs :] = (mean[:, :, None] + std[:, :, None] * noise).clamp(-1, 1)
-            value = self._value(self, zs, actions).nan_to_num(nan=-float("inf"))  # [N, S]
-            elite_value, elite_idx = value.topk(c.num_elites, dim=1)  # [N, E]
-            elites = torch.gather(actions, 2, elite_idx[None, :, :, None].expand(h, n, c.num_elites, a_dim))
-            score = torch.softmax(c.temperature * elite_value, dim=1)  # [N, E]
-            w = score[None, :, :, None]
-            mean = (w * elites).sum(2)
-            std = ((w * (elites - mean[:, :, None]) ** 2).sum(2)).sqrt().clamp(c.min_std, c.max_std)
+            noise, value_noise = normal(h, n, c.num_samples - p, a_dim), normal(n, c.num_samples, a_dim)
+            mean, std, elites, score, _ = self._iterate(self, zs, pi_actions, mean, std, noise, value_noise, self.model.value_members(gen))
         pick = torch.multinomial(score, 1, generator=gen).squeeze(1)  # one elite per env, by score
         chosen = elites[:, torch.arange(n, device=dev), pick]  # [H, N, A]
         action, action_std = chosen[0], std[0]

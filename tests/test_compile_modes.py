@@ -75,8 +75,8 @@ def test_the_mode_reaches_torch_compile(monkeypatch):
     pool = GraphPool()
     monkeypatch.setattr(torch, "compile", pool.compile)
     agent = _online("perf.compile=true", "perf.compile_mode=reduce-overhead")
-    assert agent.cfg.compile_mode == "reduce-overhead" and len(pool.asked) == 4  # two losses, two planners' rollouts
-    losses, rollouts = pool.asked[2:], pool.asked[:2]
+    assert agent.cfg.compile_mode == "reduce-overhead" and len(pool.asked) == 6  # two planners' iteration and prior rollout, two losses
+    losses, rollouts = pool.asked[4:], pool.asked[:4]
     for kw in losses:  # the mode's options, and torch's generator for the random draws
         assert kw == {"dynamic": False, "options": {"triton.cudagraphs": True, "fallback_random": True}}
     assert all(kw == {"options": {"triton.cudagraphs": True}} for kw in rollouts)
@@ -86,7 +86,7 @@ def test_the_mode_reaches_torch_compile(monkeypatch):
     assert pool.asked == [{"options": {"max_autotune": True, "coordinate_descent_tuning": True}}]
     pool.asked.clear()
     _online("perf.compile=true")  # the default mode: inductor's defaults
-    assert [kw["options"] for kw in pool.asked] == [{}, {}, {"fallback_random": True}, {"fallback_random": True}]
+    assert [kw["options"] for kw in pool.asked] == [{}] * 4 + [{"fallback_random": True}] * 2
 
 
 def test_cuda_graph_outputs_are_cloned_before_the_pool_is_reused(monkeypatch):
@@ -109,7 +109,7 @@ def test_cuda_graph_outputs_are_cloned_before_the_pool_is_reused(monkeypatch):
         torch.manual_seed(5)
         out += [agent.update(_online_batch(1)), agent.update(_online_batch(2))]
         out.append(agent.act(_online_batch(3)["obs"][0, :2]))
-    assert pool.calls == 2 * 2 + 6 and len(marks) == pool.calls  # a step begins at each call: 2 losses x 2, 6 iterations
+    assert pool.calls == 2 * 2 + 1 + 6 and len(marks) == pool.calls  # a step begins at each call: 2 losses x 2, the prior, 6 iterations
     assert [n for name, n in pool.live_grads if name == "pi_loss"] == [0, 0]
     for g, w in zip(got[:2], want[:2]):
         assert g.keys() == w.keys() and all(torch.equal(g[k], w[k]) for k in w), {k: (g[k], w[k]) for k in w}
@@ -163,3 +163,19 @@ def test_every_mode_compiles_and_runs_on_a_cpu(mode):
         torch.testing.assert_close(got, fn(x, w)["y"], rtol=1e-5, atol=1e-6)
         (g,) = torch.autograd.grad(got.sum(), w)
         torch.testing.assert_close(g, torch.autograd.grad(fn(x, w)["y"].sum(), w)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_the_planner_compiles_each_function_as_one_graph():
+    """All the planner's random numbers are drawn in eager code before its compiled functions run, so the
+    policy prior's rollout and each MPPI iteration are one graph each (``fullgraph=True`` fails at any graph
+    break; a graph break splits a CUDA graph too), and the plans are the eager planner's."""
+    from functools import partial
+
+    from planner.mppi import MPPI
+
+    agent = _online().eval()
+    graphs = MPPI(agent.model, agent.planner.cfg, seed=agent.planner.seed, compile=partial(torch.compile, backend="eager", fullgraph=True))
+    with torch.no_grad():
+        z = agent.model.encode(torch.randn(2, 24))
+        for _ in range(2):  # the second plan starts warm
+            assert torch.equal(graphs.plan(z), agent.planner.plan(z))

@@ -21,16 +21,20 @@ class ToyModel:
     def reward(self, z, a):
         return -(self.next(z, a) - self.goal).pow(2).sum(-1, keepdim=True)
 
-    def Q(self, z, a, generator=None):  # noqa: N802
+    def Q(self, z, a, members):  # noqa: N802
         return torch.zeros(z.shape[:-1] + (1,))
 
-    def pi(self, z, generator=None):
+    def value_members(self, generator):
+        return torch.tensor([0, 1])
+
+    def pi(self, z, noise):
         return torch.full(z.shape[:-1] + (self.action_dim,), self.pi_action)
 
     def termination(self, z):
         return torch.zeros(z.shape[:-1] + (1,))
 
 
+NO_DRAWS = (torch.zeros(1, 1, 1), torch.tensor([0, 1]))  # the terminal value's policy noise and members (unused by the toy)
 CFG = dict(horizon=3, iterations=6, num_samples=256, num_elites=32, num_pi_trajs=8, gamma=1.0)
 
 
@@ -47,20 +51,20 @@ def test_first_action_is_the_known_optimum_for_every_env():
 
 def test_value_estimate_is_discounted_rewards_plus_terminal_q():
     model = ToyModel(torch.tensor([0.0]))
-    model.Q = lambda z, a, generator=None: torch.full(z.shape[:-1] + (1,), 10.0)
+    model.Q = lambda z, a, members: torch.full(z.shape[:-1] + (1,), 10.0)
     planner = MPPI(model, MPPIConfig(**{**CFG, "gamma": 0.5}))
     z = torch.tensor([[[1.0]]])  # [N=1, S=1, D=1]
     actions = torch.full((3, 1, 1, 1), -1.0)  # z: 1 -> 0.75 -> 0.5 -> 0.25
     expected = -(0.75**2) - 0.5 * 0.5**2 - 0.25 * 0.25**2 + 0.125 * 10.0
-    torch.testing.assert_close(planner.estimate_value(z, actions), torch.tensor([[expected]]))
+    torch.testing.assert_close(planner.estimate_value(z, actions, *NO_DRAWS), torch.tensor([[expected]]))
 
 
 def test_termination_stops_the_return():
     model = ToyModel(torch.tensor([0.0]))
     model.termination = lambda z: torch.ones(z.shape[:-1] + (1,))
-    model.Q = lambda z, a, generator=None: torch.full(z.shape[:-1] + (1,), 100.0)
+    model.Q = lambda z, a, members: torch.full(z.shape[:-1] + (1,), 100.0)
     planner = MPPI(model, MPPIConfig(**CFG))
-    value = planner.estimate_value(torch.tensor([[[1.0]]]), torch.zeros(3, 1, 1, 1))
+    value = planner.estimate_value(torch.tensor([[[1.0]]]), torch.zeros(3, 1, 1, 1), *NO_DRAWS)
     torch.testing.assert_close(value, torch.tensor([[-1.0]]))  # only the first reward counts
 
 
@@ -69,9 +73,9 @@ def test_termination_is_a_hard_flag_at_one_half(p_term, ends):
     """TD-MPC2: a predicted termination probability above 0.5 ends the trajectory, below it nothing."""
     model = ToyModel(torch.tensor([0.0]))
     model.termination = lambda z: torch.full(z.shape[:-1] + (1,), p_term)
-    model.Q = lambda z, a, generator=None: torch.full(z.shape[:-1] + (1,), 100.0)
+    model.Q = lambda z, a, members: torch.full(z.shape[:-1] + (1,), 100.0)
     planner = MPPI(model, MPPIConfig(**{**CFG, "gamma": 0.5}))
-    value = planner.estimate_value(torch.tensor([[[1.0]]]), torch.zeros(3, 1, 1, 1))
+    value = planner.estimate_value(torch.tensor([[[1.0]]]), torch.zeros(3, 1, 1, 1), *NO_DRAWS)
     expected = -1.0 if ends else -1.0 - 0.5 - 0.25 + 0.125 * 100.0
     torch.testing.assert_close(value, torch.tensor([[expected]]))
 

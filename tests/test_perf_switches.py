@@ -176,13 +176,13 @@ def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
         for head in (agent.model.reward_head[-1], agent.model.qs.out):
             torch.nn.init.normal_(head.weight, std=0.05)
     z = base.model.encode(batch["obs"][0, :4]).detach()
-    actions = torch.rand(3, 4, 512, 6, generator=g) * 2 - 1
+    actions = torch.rand(3, 4, 512, 6, generator=g) * 2 - 1  # the first 24 as the policy prior's, the rest as samples
+    draws = (torch.zeros(3, 4, 6), torch.ones(3, 4, 6), actions[:, :, 24:], torch.randn(4, 512, 6, generator=g), torch.tensor([0, 3]))
     values = []
     for agent in (base, fast):
         agent.eval()  # as act(): no Q dropout in planning
-        agent.planner._gen = torch.Generator().manual_seed(3)  # the same Q pair
-        with torch.no_grad(), autocast(agent.device, agent.cfg.precision):  # the rollout plan() runs (compiled when asked)
-            values.append(agent.planner._value(agent.planner, z[:, None].expand(4, 512, z.shape[-1]), actions).float())
+        with torch.no_grad(), autocast(agent.device, agent.cfg.precision):  # the iteration plan() runs (compiled when asked)
+            values.append(agent.planner._iterate(agent.planner, z[:, None].expand(4, 512, z.shape[-1]), actions[:, :, :24], *draws).value.float())
     want_v, got_v = values
     if rtol < 1e-3:
         torch.testing.assert_close(got_v, want_v, rtol=rtol, atol=rtol)
@@ -205,8 +205,9 @@ def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
     assert all(s["exp_avg"].dtype == torch.float32 for s in fast.optim.state.values())
     losses = [fast._wm_losses is not TDMPCAgent.wm_losses, fast._pi_loss is not TDMPCAgent.pi_loss]  # compiled: wrappers
     assert all(losses) == fast.cfg.compile and base._wm_losses is TDMPCAgent.wm_losses and base._pi_loss is TDMPCAgent.pi_loss
-    rollouts = [p._value is not MPPI.estimate_value for p in (fast.planner, fast.eval_planner)]  # compiled: a wrapper
-    assert all(rollouts) == fast.cfg.compile and base.planner._value is MPPI.estimate_value
+    planners = [(p._iterate is not MPPI.iterate, p._policy_actions is not MPPI.policy_actions) for p in (fast.planner, fast.eval_planner)]
+    assert all(sum(planners, ())) == fast.cfg.compile  # compiled: wrappers
+    assert (base.planner._iterate, base.planner._policy_actions) == (MPPI.iterate, MPPI.policy_actions)
     assert fast.act(batch["obs"][0, :2]).shape == (2, 6)  # planning runs end to end on the switch
 
 

@@ -119,10 +119,14 @@ class TanhGaussianPolicy(nn.Module):
         self.net = mlp(latent_dim, [hidden, hidden], 2 * action_dim)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
-    def forward(self, z: Tensor, generator: torch.Generator | None = None) -> PolicySample:
+    def forward(self, z: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> PolicySample:
+        """The sample for standard-normal ``noise [..., A]`` when given (in the net's dtype), else drawn with ``generator``."""
         mean, raw = self.net(z).chunk(2, -1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(raw) + 1)
-        eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        if noise is None:
+            eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        else:
+            eps = noise.to(mean.dtype)
         pre = mean + eps * log_std.exp()
         gauss = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
         action = torch.tanh(pre)

@@ -97,13 +97,18 @@ class TDMPCModel(nn.Module):
         """Members' values ``[num_q or len(members), ..., 1]``; only ``members`` are computed when given."""
         return two_hot_inv(self.q_logits(z, action, target, members), self.vmin, self.vmax)
 
-    def Q(self, z: Tensor, action: Tensor, generator: torch.Generator | None = None) -> Tensor:  # noqa: N802
-        """Mean of two random members' values ``[..., 1]`` (TD-MPC2's ``return_type='avg'``)."""
-        return self.q_values(z, action, members=self.qs.random_pair(generator)).mean(0)
+    def Q(self, z: Tensor, action: Tensor, members: Tensor | None = None) -> Tensor:  # noqa: N802
+        """Mean of two members' values ``[..., 1]`` (TD-MPC2's ``return_type='avg'``): ``members`` (from
+        :meth:`value_members`), else a random pair from torch's generator."""
+        return self.q_values(z, action, members=self.qs.random_pair() if members is None else members).mean(0)
 
-    def pi(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """A policy-prior action sample ``[..., A]``."""
-        return self.policy(z, generator=generator).action
+    def value_members(self, generator: torch.Generator | None = None) -> Tensor:
+        """Two distinct random Q members ``[2]`` (on the model's device), drawn with ``generator``."""
+        return self.qs.random_pair(generator)
+
+    def pi(self, z: Tensor, noise: Tensor | None = None) -> Tensor:
+        """A policy-prior action sample ``[..., A]`` (for standard-normal ``noise [..., A]``, else fresh)."""
+        return self.policy(z, noise=noise).action
 
     def bce_termination(self, z: Tensor, terminated: Tensor) -> Tensor:
         """Binary cross-entropy of the termination head (zero when not episodic): scalar."""
