@@ -31,7 +31,7 @@ class PlanningModel(Protocol):
         """Value estimate ``[..., 1]`` of the value-ensemble ``members`` (from :meth:`value_members`)."""
 
     def value_members(self, generator: torch.Generator) -> Tensor:
-        """Which members one value estimate averages, drawn with ``generator`` (TD-MPC2: 2 random of the ensemble)."""
+        """Which members one value estimate averages, drawn with ``generator``: indices ``[M]`` (TD-MPC2: 2 random)."""
 
     def pi(self, z: Tensor, noise: Tensor) -> Tensor:
         """Policy-prior action ``[..., A]`` in [-1, 1] for standard-normal ``noise [..., A]``."""
@@ -98,7 +98,9 @@ class MPPI:
             (:meth:`policy_actions`) and each MPPI iteration (:meth:`iterate`: sampling, the rollout of all
             sequences, their values, the elites and the refit) as one graph each; every random number is
             drawn before, in eager code, so neither graph breaks and both give the eager numbers up to kernel
-            rounding. They compile at the first plan per batch shape. ``None``: eager.
+            rounding. They compile at the first plan per batch shape. Outputs are held across calls (the prior's
+            actions, the refit fed to the next iteration), so under CUDA graphs the compiler must clone them, as
+            :func:`agent.agents.compiled.compiled` does. ``None``: eager.
     """
 
     def __init__(self, model: PlanningModel, cfg: MPPIConfig, seed: int = 0, compile: Callable[[Callable], Callable] | None = None) -> None:
@@ -161,15 +163,17 @@ class MPPI:
     def policy_actions(self, z: Tensor, noise: Tensor) -> Tensor:
         """The policy prior's action sequences from ``z [N, P, D]`` for standard-normal ``noise [H, N, P, A]``:
         ``[H, N, P, A]`` in ``z``'s dtype."""
-        out = []
+        out, dtype = [], z.dtype
         for t in range(noise.shape[0]):
-            out.append(self.model.pi(z, noise[t]).to(z.dtype))
+            out.append(self.model.pi(z, noise[t]).to(dtype))
             if t < noise.shape[0] - 1:
                 z = self.model.next(z, out[-1])
         return torch.stack(out)
 
     @torch.no_grad()
-    def iterate(self, z: Tensor, pi_actions: Tensor, mean: Tensor, std: Tensor, noise: Tensor, value_noise: Tensor, members: Tensor) -> Refit:
+    def iterate(
+        self, z: Tensor, pi_actions: Tensor, mean: Tensor, std: Tensor, noise: Tensor, value_noise: Tensor, members: Tensor
+    ) -> Refit:
         """One MPPI iteration: sample sequences around ``mean, std [H, N, A]`` with standard-normal ``noise
         [H, N, S - P, A]``, put the policy prior's ``pi_actions [H, N, P, A]`` first, value all ``S`` from
         ``z [N, S, D]`` (:meth:`estimate_value` with ``value_noise``, ``members``), refit to the elites."""
@@ -213,7 +217,8 @@ class MPPI:
         zs = z[:, None].expand(n, c.num_samples, z.shape[-1])
         for _ in range(c.iterations):
             noise, value_noise = normal(h, n, c.num_samples - p, a_dim), normal(n, c.num_samples, a_dim)
-            mean, std, elites, score, _ = self._iterate(self, zs, pi_actions, mean, std, noise, value_noise, self.model.value_members(gen))
+            members = self.model.value_members(gen)
+            mean, std, elites, score, _ = self._iterate(self, zs, pi_actions, mean, std, noise, value_noise, members)
         pick = torch.multinomial(score, 1, generator=gen).squeeze(1)  # one elite per env, by score
         chosen = elites[:, torch.arange(n, device=dev), pick]  # [H, N, A]
         action, action_std = chosen[0], std[0]

@@ -118,3 +118,10 @@ def test_policy_prior_trajectories_are_used():
 def test_bad_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MPPIConfig(**kwargs)
+
+
+def test_without_policy_trajectories_every_sequence_is_sampled():
+    goal = torch.tensor([0.5, -0.25])
+    planner = MPPI(ToyModel(goal, pi_action=1.0), MPPIConfig(**{**CFG, "num_pi_trajs": 0}), seed=0)
+    action = planner.plan(torch.tensor([[0.0, 0.0], [1.0, 0.5]]), eval_mode=True)
+    torch.testing.assert_close(action, torch.tensor([[1.0, -1.0], [-1.0, -1.0]]), atol=0.15, rtol=0)

@@ -39,8 +39,8 @@ class TDMPCConfig:
         precision: ``fp32``, ``bf16`` or ``auto`` (autocast of the update's forward passes and of planning; weights,
             optimiser state and the planner's sampling distribution stay fp32).
         compile: run each of the update's two losses (forward and backward) through ``torch.compile`` as
-            one graph, and both planners' value rollouts (``MPPI(compile=...)``); random draws come from
-            torch's generator as in eager code (inductor's ``fallback_random``). Compiles at the first
+            one graph, and both planners' prior rollouts and iterations (``MPPI(compile=...)``); the losses'
+            random draws come from torch's generator as in eager code (inductor's ``fallback_random``). Compiles at the first
             update (~30-60 s on 2 CPU cores); the same maths up to kernel rounding.
         compile_mode: ``torch.compile``'s mode with ``compile`` (:data:`agent.agents.compiled.COMPILE_MODES`;
             ``reduce-overhead`` records CUDA graphs on a GPU, see :func:`agent.agents.compiled.compiled`).
@@ -92,12 +92,12 @@ class TDMPCAgent(nn.Module):
             wm_params.append({"params": aux_params})
         self.optim = adam(wm_params, cfg.lr, cfg.eps)
         self.pi_optim = adam(model.policy.parameters(), cfg.pi_lr, eps=1e-5)
-        compile_value = partial(compiled, mode=cfg.compile_mode) if cfg.compile else None
-        self.planner = MPPI(model, planner, seed=seed, compile=compile_value)
-        self.eval_planner = MPPI(model, planner, seed=seed + 1, compile=compile_value)  # evaluation never disturbs training's warm start
+        compile_plan = partial(compiled, mode=cfg.compile_mode) if cfg.compile else None
+        self.planner = MPPI(model, planner, seed=seed, compile=compile_plan)
+        self.eval_planner = MPPI(model, planner, seed=seed + 1, compile=compile_plan)  # evaluation never disturbs training's warm start
         # The losses are kept unbound and called with the agent, so a deep copy runs them on itself. Compiled,
         # whole-loss graphs let inductor fuse the elementwise work between the products (LayerNorm, Mish,
-        # two-hot, soft cross-entropy) forward and backward: 1.06-1.24x the eager 1M update on an AVX2 CPU,
+        # two-hot, soft cross-entropy) forward and backward: 1.06-1.24x the eager 1M update (5 Q heads) on an AVX2 CPU,
         # ahead of compiling each network alone (docs/benchmarks.md); fallback_random: torch's generator.
         self._wm_losses, self._pi_loss = type(self).wm_losses, type(self).pi_loss
         if cfg.compile:

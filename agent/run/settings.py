@@ -136,7 +136,7 @@ class RepCheckpoint(Checkpoint):
 @dataclass(frozen=True, kw_only=True)
 class Perf:
     precision: str = setting("fp32 | bf16 | auto (bf16 where the device has native bf16, else fp32): autocast of the forward passes", choice(*PRECISIONS), default="fp32")
-    compile: bool = setting("torch.compile (representation job: the update's loss; online job: the update's two losses and the planner's value rollout)", BOOL, default=False)
+    compile: bool = setting("torch.compile (representation job: the update's loss; online job: the update's two losses and the planner's prior rollout and iterations)", BOOL, default=False)
     compile_mode: str = setting("torch.compile's mode with perf.compile=true (reduce-overhead, max-autotune: CUDA graphs on a GPU)", choice(*COMPILE_MODES), default="default")
 
     def problems(self) -> list[str]:
