@@ -47,3 +47,13 @@ def test_tensor_spec_rebuilds_broadcast_and_transposed_operands():
     for t in (torch.randn(4, 1).expand(4, 6), torch.randn(3, 5).T, torch.randn(2, 3).to(torch.bfloat16)):
         made = TensorSpec(tuple(t.shape), tuple(t.stride()), t.dtype).make()
         assert (made.shape, made.stride(), made.dtype) == (t.shape, t.stride(), t.dtype)
+
+
+def test_control_env_benchmark_runs_both_envs():
+    import subprocess
+
+    cmd = [sys.executable, "benchmarks/control_env.py", "--tasks", "cartpole-swingup", "--steps", "30", "--rounds", "1"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = out.stdout.splitlines()[-1].split()
+    assert row[0] == "cartpole-swingup" and row[3].endswith("x") and float(row[3][:-1]) > 0

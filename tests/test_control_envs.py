@@ -1,4 +1,4 @@
-"""Control suites through torchrl wrappers: specs, seeding, pixels, action scaling, bad names."""
+"""Control suites: specs, seeding, pixels, action scaling, bad names; the thin DMC state env against torchrl's stack."""
 
 from __future__ import annotations
 
@@ -26,6 +26,36 @@ def test_dmc_state_tasks(name):
     assert td["observation"].dtype == torch.float32 and td["observation"].dim() == 2
     assert td["next", "truncated"][-1].item() and td.shape == (10,)  # 20 env steps / action repeat 2
     assert env.action_spec.space.low.min() == -1 and env.action_spec.space.high.max() == 1
+
+
+@pytest.mark.parametrize("num_envs", [1, 2])
+@pytest.mark.parametrize(("domain", "task", "repeat", "length"), [("walker", "walk", 2, 20), ("cartpole", "swingup", 4, 40), ("reacher", "easy", 1, 7)])
+def test_dmc_state_env_is_torchrls_stack_bit_for_bit(num_envs, domain, task, repeat, length):
+    """The thin state env gives what torchrl's DMControlWrapper + the shared transforms gave: specs, seeded
+    resets, every key of every step (frame skip, reward sums, truncation, auto-resets over 3 episodes)."""
+    from dm_control import suite
+    from torchrl.envs import DMControlWrapper
+
+    from envs.control import batch, standardise
+    from envs.dmc_state import DMCStateEnv
+
+    stack = batch(lambda _: standardise(DMControlWrapper(suite.load(domain, task), frame_skip=repeat), obs_type="state", max_steps=length // repeat), num_envs, 3, "cpu")
+    thin = batch(lambda _: DMCStateEnv(suite.load(domain, task), frame_skip=repeat, max_steps=length // repeat), num_envs, 3, "cpu")
+    for spec in ("full_observation_spec", "full_action_spec", "full_reward_spec", "full_done_spec"):
+        assert getattr(thin, spec) == getattr(stack, spec), spec
+    g = torch.Generator().manual_seed(0)
+    want, got = stack.reset(), thin.reset()
+    assert (want == got).all()
+    ends = 0
+    for _ in range(3 * length // repeat):
+        action = torch.rand(stack.action_spec.shape, generator=g) * 2 - 1
+        want["action"], got["action"] = action, action.clone()
+        (w, want), (o, got) = stack.step_and_maybe_reset(want), thin.step_and_maybe_reset(got)
+        assert set(o.keys(True, True)) == set(w.keys(True, True))
+        assert all(torch.equal(o[k], w[k]) for k in w.keys(True, True)), {k: (o[k], w[k]) for k in w.keys(True, True)}
+        ends += int(w["next", "done"].sum())
+    assert ends >= 2 * num_envs  # the comparison crossed episode ends and resets
+    check_env_specs(thin)
 
 
 def test_dmc_seeding():
