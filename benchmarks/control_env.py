@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 from dm_control import suite
-from torchrl.envs import DMControlWrapper
+from torchrl.envs import DMControlWrapper, EnvBase
 
 from envs.control import standardise
 from envs.dmc import _split
@@ -22,12 +22,12 @@ from envs.dmc_state import DMCStateEnv
 REPEAT, LENGTH = 2, 1000  # the dmc task config's defaults: action repeat 2, 1,000 env steps per episode
 
 
-def torchrl_env(domain: str, task: str) -> tuple[object, int]:
+def torchrl_env(domain: str, task: str) -> tuple[EnvBase, int]:
     env = standardise(DMControlWrapper(suite.load(domain, task), frame_skip=REPEAT), obs_type="state", max_steps=LENGTH // REPEAT)
     return env, int(env.action_spec.shape[-1])
 
 
-def thin_env(domain: str, task: str) -> tuple[object, int]:
+def thin_env(domain: str, task: str) -> tuple[EnvBase, int]:
     env = DMCStateEnv(suite.load(domain, task), frame_skip=REPEAT, max_steps=LENGTH // REPEAT)
     return env, int(env.action_spec.shape[-1])
 

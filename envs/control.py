@@ -85,7 +85,8 @@ def standardise(
 
 
 def batch(make_one: Callable[[int], EnvBase], num_envs: int, seed: int | None, device: str | torch.device) -> EnvBase:
-    """``num_envs`` copies in a torchrl ``SerialEnv`` (one env is returned as is), seeded ``seed + i``."""
+    """``num_envs`` copies in a torchrl ``SerialEnv`` (one env is returned as is), seeded from ``seed`` (the
+    ``SerialEnv`` chains torchrl's ``seed_generator`` from one copy to the next)."""
     if num_envs == 1:
         env = make_one(0)
     else:

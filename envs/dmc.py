@@ -44,12 +44,10 @@ def build(task: dict, *, num_envs: int, seed: int | None, device: str) -> EnvBas
         raise RuntimeError(f"MUJOCO_GL={gl!r} cannot render DMC pixel tasks; use one of {', '.join(BACKENDS)} (egl or osmesa headless)")
 
     def make_one(_: int) -> EnvBase:
-        if obs_type == "state":  # one env instead of torchrl's wrapper + 5 transforms: the same data, ~half the cost
+        if obs_type == "state":  # one env instead of torchrl's wrapper + 5 transforms: the same data, 1.4-1.7x the steps/s
             return DMCStateEnv(suite.load(domain, name), frame_skip=repeat, max_steps=length // repeat)
-        kwargs: dict = {"frame_skip": repeat}
-        if obs_type == "pixels":  # the wrapper (not DMControlEnv) forwards render_kwargs to the renderer
-            kwargs.update(from_pixels=True, pixels_only=True, render_kwargs={"height": size, "width": size, "camera_id": 0})
-        base = DMControlWrapper(suite.load(domain, name), **kwargs)
-        return standardise(base, obs_type=obs_type, max_steps=length // repeat, frame_stack=int(task.get("frame_stack", 3)))
+        render = {"height": size, "width": size, "camera_id": 0}  # the wrapper (not DMControlEnv) forwards render_kwargs
+        base = DMControlWrapper(suite.load(domain, name), frame_skip=repeat, from_pixels=True, pixels_only=True, render_kwargs=render)
+        return standardise(base, obs_type="pixels", max_steps=length // repeat, frame_stack=int(task.get("frame_stack", 3)))
 
     return batch(make_one, num_envs, seed, device)

@@ -1,20 +1,27 @@
 """A DeepMind Control task with state observations as one torchrl env: no wrapper, no transform stack.
 
 It gives what ``standardise(DMControlWrapper(env, frame_skip=k), obs_type="state", max_steps=m)`` gives,
-key by key and bit for bit (tested): ``observation`` float32 ``[D]`` (the task's state entries in sorted
-key order, as ``CatTensors``), actions in [-1, 1] scaled to the task's bounds in float32 (``ActionScaling``
-after ``DoubleToFloat``), rewards summed in float64 over the frame skip and stopped at an episode end, the
-same ``obs_reward``, ``step_count``, ``done`` / ``terminated`` / ``truncated`` and specs, and the same seeding.
-One walker-walk step costs about half as much as through torchrl's stack (docs/benchmarks.md).
+key by key and bit for bit (tested): ``observation`` float32 ``[D]`` (the task's state entries flattened in
+sorted key order, as ``CatTensors``; entries that are matrices, e.g. manipulator's ``arm_pos``, which
+``CatTensors`` could not join, work here too), actions in [-1, 1] scaled to the task's bounds in float32
+(``ActionScaling`` after ``DoubleToFloat``), rewards summed in float64 over the frame skip and stopped at an
+episode end, the same ``obs_reward``, ``step_count``, ``done`` / ``terminated`` / ``truncated`` and specs, and
+the same seeding. The part of a step above the physics costs about half (1.4-1.7x the env steps/s on
+walker-walk and cartpole-swingup: docs/benchmarks.md, "The DMC state env").
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
+
+if TYPE_CHECKING:
+    from dm_control.rl.control import Environment
 
 
 class DMCStateEnv(EnvBase):
@@ -23,8 +30,9 @@ class DMCStateEnv(EnvBase):
 
     _has_frame_skip = True  # it skips frames itself: torchrl must not add a FrameSkipTransform for ``frame_skip``
 
-    def __init__(self, env, *, frame_skip: int, max_steps: int, device: str | torch.device = "cpu") -> None:
+    def __init__(self, env: Environment, *, frame_skip: int, max_steps: int, device: str | torch.device = "cpu") -> None:
         super().__init__(device=device, batch_size=torch.Size([]))
+        self.is_closed = False  # as torchrl's wrappers: close() (also at deletion) closes the dm_control env
         self._env, self.frame_skip, self.max_steps = env, int(frame_skip), int(max_steps)
         if self.frame_skip < 1 or self.max_steps < 1:
             raise ValueError(f"frame_skip and max_steps must be >= 1, got {frame_skip}, {max_steps}")
@@ -58,13 +66,17 @@ class DMCStateEnv(EnvBase):
         return self._out(self._observation(timestep), torch.zeros(1), 0, False, False)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDict:
-        action = (tensordict["action"].cpu().float() * self._scale + self._loc).double().numpy()
+        action = tensordict["action"].detach().cpu().float()
+        if action.shape != self._scale.shape:
+            raise ValueError(f"expected an action of shape {tuple(self._scale.shape)}, got {tuple(action.shape)}")
+        action = (action * self._scale + self._loc).double().numpy()
         reward, terminated, truncated = 0.0, False, False
         for _ in range(self.frame_skip):
             timestep = self._env.step(action)
             reward = reward + (timestep.reward or 0.0)
             if timestep.last():  # discount 1 at an end: the time limit; 0: a terminal state
-                truncated, terminated = bool(np.isclose(timestep.discount, 1)), not np.isclose(timestep.discount, 1)
+                truncated = bool(np.isclose(timestep.discount, 1))
+                terminated = not truncated
                 break
         steps = int(tensordict["step_count"]) + 1
         r = torch.tensor([reward], dtype=torch.float64).float()
@@ -76,3 +88,8 @@ class DMCStateEnv(EnvBase):
             return
         self._env.task._random = np.random.RandomState(seed)  # as torchrl's DMControlWrapper, which then resets once
         self._env.reset()
+
+    def close(self, *, raise_if_closed: bool = True) -> None:
+        if not self.is_closed:
+            self._env.close()
+        self.is_closed = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import torch
@@ -50,8 +51,6 @@ def test_tensor_spec_rebuilds_broadcast_and_transposed_operands():
 
 
 def test_control_env_benchmark_runs_both_envs():
-    import subprocess
-
     cmd = [sys.executable, "benchmarks/control_env.py", "--tasks", "cartpole-swingup", "--steps", "30", "--rounds", "1"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

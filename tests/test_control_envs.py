@@ -29,8 +29,17 @@ def test_dmc_state_tasks(name):
 
 
 @pytest.mark.parametrize("num_envs", [1, 2])
-@pytest.mark.parametrize(("domain", "task", "repeat", "length"), [("walker", "walk", 2, 20), ("cartpole", "swingup", 4, 40), ("reacher", "easy", 1, 7)])
-def test_dmc_state_env_is_torchrls_stack_bit_for_bit(num_envs, domain, task, repeat, length):
+@pytest.mark.parametrize(
+    ("domain", "task", "repeat", "length", "limit"),
+    [
+        ("walker", "walk", 2, 20, None),
+        ("cartpole", "swingup", 4, 40, None),
+        ("reacher", "easy", 1, 7, None),
+        ("quadruped", "walk", 2, 12, None),  # action bounds other than [-1, 1]
+        ("walker", "walk", 3, 60, 0.25),  # the task's own time limit (10 steps) ends episodes in the middle of a frame skip
+    ],
+)
+def test_dmc_state_env_is_torchrls_stack_bit_for_bit(num_envs, domain, task, repeat, length, limit):
     """The thin state env gives what torchrl's DMControlWrapper + the shared transforms gave: specs, seeded
     resets, every key of every step (frame skip, reward sums, truncation, auto-resets over 3 episodes)."""
     from dm_control import suite
@@ -39,15 +48,19 @@ def test_dmc_state_env_is_torchrls_stack_bit_for_bit(num_envs, domain, task, rep
     from envs.control import batch, standardise
     from envs.dmc_state import DMCStateEnv
 
-    stack = batch(lambda _: standardise(DMControlWrapper(suite.load(domain, task), frame_skip=repeat), obs_type="state", max_steps=length // repeat), num_envs, 3, "cpu")
-    thin = batch(lambda _: DMCStateEnv(suite.load(domain, task), frame_skip=repeat, max_steps=length // repeat), num_envs, 3, "cpu")
+    kw = {"task_kwargs": {"time_limit": limit}} if limit else {}
+    steps = length // repeat if not limit else -(-round(limit / 0.025) // repeat)  # agent steps per episode
+    stack = batch(lambda _: standardise(DMControlWrapper(suite.load(domain, task, **kw), frame_skip=repeat), obs_type="state", max_steps=length // repeat), num_envs, 3, "cpu")
+    thin = batch(lambda _: DMCStateEnv(suite.load(domain, task, **kw), frame_skip=repeat, max_steps=length // repeat), num_envs, 3, "cpu")
     for spec in ("full_observation_spec", "full_action_spec", "full_reward_spec", "full_done_spec"):
         assert getattr(thin, spec) == getattr(stack, spec), spec
     g = torch.Generator().manual_seed(0)
     want, got = stack.reset(), thin.reset()
     assert (want == got).all()
     ends = 0
-    for _ in range(3 * length // repeat):
+    if domain == "quadruped":  # the scaling is not the identity there
+        assert not torch.equal(DMCStateEnv(suite.load(domain, task), frame_skip=1, max_steps=1)._scale, torch.ones(12))
+    for _ in range(3 * steps):
         action = torch.rand(stack.action_spec.shape, generator=g) * 2 - 1
         want["action"], got["action"] = action, action.clone()
         (w, want), (o, got) = stack.step_and_maybe_reset(want), thin.step_and_maybe_reset(got)
