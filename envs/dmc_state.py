@@ -59,7 +59,7 @@ class DMCStateEnv(EnvBase):
     def _out(self, obs: torch.Tensor, obs_reward: torch.Tensor, steps: int, terminated: bool, truncated: bool) -> TensorDict:
         flags = {k: torch.tensor([v]) for k, v in (("done", terminated or truncated), ("terminated", terminated), ("truncated", truncated))}
         out = {"observation": obs, "obs_reward": obs_reward, "step_count": torch.tensor([steps]), **flags}
-        return TensorDict(out, batch_size=[]).to(self.device)
+        return TensorDict(out, batch_size=[], device=self.device)  # not .to(device): 5x the cost
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDict:
         timestep = self._env.reset()

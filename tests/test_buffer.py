@@ -68,3 +68,34 @@ def test_a_trajectory_needs_the_horizon_and_keys_stay_apart():
         ReplayBuffer(0, 2, 4, "episode")
     buf = buffer_of([3, 3], horizon=2, batch=500)  # same length: the boundary between 0 and 1 never crossed
     assert (buf.sample()["episode"].diff(dim=0) == 0).all()
+
+
+def test_unbatched_single_and_env_major_writes_store_the_same_ring():
+    """The online job writes one unbatched transition per step, the representation job ``[envs, T]``
+    batches (env-major): both land in the ring as one flat ``[N]`` write would, wrapping included."""
+    flat = steps(0, 14, 0)
+    flat["episode"] = flat["next", "episode"] = torch.arange(14) // 7  # episodes 0 and 1
+    bulk, single, grid = (ReplayBuffer(10, 2, 4, "episode", step_keys=("reward",)) for _ in range(3))
+    bulk.extend(flat)
+    for i in range(14):
+        single.extend(flat[i])  # batch_size [] (an env without a batch)
+    grid.extend(flat[:12].reshape(2, 6))  # [envs, T], env-major
+    grid.extend(flat[12:])
+    for buf in (single, grid):
+        assert buf.written == bulk.written == 14 and (buf.stored() == bulk.stored()).all()
+        assert torch.equal(buf._seg_start, bulk._seg_start) and torch.equal(buf._seg_len, bulk._seg_len)
+    assert [int(x) for x in single.stored()["observation"]] == list(range(4, 14))
+
+
+def test_only_the_keys_batches_read_are_stored_and_a_missing_one_is_named():
+    buf = ReplayBuffer(10, 1, 4, "episode", obs_keys=("count",), step_keys=("reward",))
+    data = steps(0, 3, 0)
+    data["count"], data["next", "count"], data["junk"] = torch.ones(3), torch.ones(3), torch.ones(3)
+    buf.extend(data)
+    keys = {k if isinstance(k, str) else tuple(k) for k in buf.stored().keys(True, True)}
+    assert keys == {"observation", "action", "episode", "count", ("next", "observation"), ("next", "count"), ("next", "reward")}
+    assert set(buf.sample()) == {"obs", "action", "count", "reward"}
+    with pytest.raises(KeyError, match="stores 'count'"):
+        buf.extend(steps(3, 1, 0))  # a later write without a stored key
+    with pytest.raises(KeyError, match=r"needs \['count', \('next', 'count'\)\]"):
+        ReplayBuffer(10, 1, 4, "episode", obs_keys=("count",)).extend(steps(0, 1, 0))

@@ -56,6 +56,9 @@ class ReplayBuffer:
         self.obs_keys, self.step_keys = obs_keys, step_keys
         self.device, self.storage_device = torch.device(device), torch.device(storage_device)
         self._store: TensorDict | None = None  # [capacity, ...], allocated at the first write
+        self._leaves: dict[Key, torch.Tensor] = {}  # its tensors by key, written to and read in place
+        self._obs_key = "observation"  # or "pixels", when the first write has them
+        self._offsets = torch.arange(horizon)[:, None]  # [H, 1]: a slice's steps after its first
         self.written = 0  # transitions ever stored; the next goes to slot written % capacity
         self._seg_start = torch.zeros(0, dtype=torch.long)  # trajectories, oldest first: first write index
         self._seg_len = torch.zeros(0, dtype=torch.long)  # and length (all in the ring)
@@ -66,42 +69,70 @@ class ReplayBuffer:
 
     def extend(self, data: TensorDictBase) -> int:
         """Store transitions: flat ``[N]``, or a collector batch ``[num_envs, T]`` stored env-major so
-        each env's steps stay contiguous. Returns the number received (all stored, but for the oldest of more
-        than ``capacity`` at once)."""
-        flat = data.reshape(-1)
-        n = received = flat.numel()
+        each env's steps stay contiguous (an unbatched tensordict is one transition). Returns the number
+        received (all stored, but for the oldest of more than ``capacity`` at once).
+
+        Only the keys batches read are stored (:meth:`_batch_keys`); each write must carry them.
+        """
+        n = received = data.numel()
         if n == 0:
             return 0
-        if n > self.capacity:  # only the newest fit: the rest would be overwritten at once, and all stored before
-            self.written += n - self.capacity
-            flat, n = flat[n - self.capacity :], self.capacity
-            self._seg_start, self._seg_len, self._last_key = self._seg_start[:0], self._seg_len[:0], None
         if self._store is None:  # uninitialised memory, as torch.empty: the pages fill as the ring does
-            self._store = flat[:1].to(self.storage_device).apply(lambda t: t.new_empty((self.capacity, *t.shape[1:])), batch_size=[self.capacity])
-        slot = self.written % self.capacity
-        head = min(n, self.capacity - slot)
-        self._store[slot : slot + head] = flat[:head].to(self.storage_device)
-        if head < n:  # the ring wraps
-            self._store[: n - head] = flat[head:].to(self.storage_device)
-        self._track(flat[self.traj_key].reshape(n).cpu())
+            first = data.reshape(-1)[:1].select(*self._batch_keys(data)).to(self.storage_device)
+            self._store = first.apply(lambda t: t.new_empty((self.capacity, *t.shape[1:])), batch_size=[self.capacity])
+            self._leaves = {k: self._store.get(k) for k in self._store.keys(include_nested=True, leaves_only=True)}
+        skip = max(0, n - self.capacity)  # only the newest fit: the rest would be overwritten at once
+        if skip:
+            self.written += skip
+            self._seg_start, self._seg_len, self._last_key = self._seg_start[:0], self._seg_len[:0], None
+        slot, m = self.written % self.capacity, n - skip
+        head = min(m, self.capacity - slot)
+        lead = data.batch_dims  # 0 (one unbatched transition: copied by broadcasting) or 1 need no reshape
+        for key, dst in self._leaves.items():  # leaf by leaf, no op more than needed: each costs a few us (~0.1 ms a step)
+            src = data.get(key, None)
+            if src is None:
+                raise KeyError(f"the replay buffer stores {key!r}, which the data to store lacks")
+            if lead > 1:
+                src = src.reshape(n, *src.shape[lead:])
+            if skip:
+                src = src[skip:]
+            if head == m:
+                dst[slot : slot + m].copy_(src)
+            else:  # the ring wraps
+                dst[slot:].copy_(src[:head])
+                dst[: m - head].copy_(src[head:])
+        self._track(data.get(self.traj_key).reshape(n)[skip:].cpu())
         return received
+
+    def _batch_keys(self, data: TensorDictBase) -> list[Key]:
+        """The keys :meth:`sample` reads, and the trajectory key; a clear error when ``data`` lacks one."""
+        self._obs_key = "pixels" if "pixels" in data.keys() else "observation"
+        per_obs = [self._obs_key, *(k for k in self.obs_keys if k != "obs")]
+        keys = ["action", self.traj_key, *per_obs, *(("next", k) for k in per_obs), *(("next", k) for k in self.step_keys)]
+        missing = [k for k in keys if data.get(k, None) is None]
+        if missing:
+            raise KeyError(f"the replay buffer needs {missing}, which the data to store lacks")
+        return list(dict.fromkeys(keys))
 
     def _track(self, keys: torch.Tensor) -> None:
         """Extend the trajectory bookkeeping by the ``keys [n]`` just written, then drop what was overwritten."""
         n = keys.numel()
-        change = torch.ones(n, dtype=torch.bool)
-        change[1:] = keys[1:] != keys[:-1]
-        starts = change.nonzero().squeeze(1)
-        lengths = torch.diff(starts, append=torch.tensor([n]))
-        if len(self._seg_len) and self._last_key == keys[0].item():  # the newest trajectory goes on
-            self._seg_len[-1] += lengths[0]
-            starts, lengths = starts[1:], lengths[1:]
-        self._seg_start = torch.cat([self._seg_start, starts + self.written])
-        self._seg_len = torch.cat([self._seg_len, lengths])
-        self._last_key = keys[-1].item()
+        if n == 1 and len(self._seg_len) and self._last_key == keys.item():  # the online job's common case
+            self._seg_len[-1] += 1
+        else:
+            change = torch.ones(n, dtype=torch.bool)
+            change[1:] = keys[1:] != keys[:-1]
+            starts = change.nonzero().squeeze(1)
+            lengths = torch.diff(starts, append=torch.tensor([n]))
+            if len(self._seg_len) and self._last_key == keys[0].item():  # the newest trajectory goes on
+                self._seg_len[-1] += lengths[0]
+                starts, lengths = starts[1:], lengths[1:]
+            self._seg_start = torch.cat([self._seg_start, starts + self.written])
+            self._seg_len = torch.cat([self._seg_len, lengths])
+            self._last_key = keys[-1].item()
         self.written += n
         oldest = self.written - len(self)
-        if self._seg_start[0] < oldest:  # overwritten: whole trajectories dropped, the oldest cut
+        if oldest > 0 and self._seg_start[0] < oldest:  # overwritten: whole trajectories dropped, the oldest cut
             keep = self._seg_start + self._seg_len > oldest
             self._seg_start, self._seg_len = self._seg_start[keep], self._seg_len[keep]
             cut = oldest - self._seg_start[0]
@@ -112,35 +143,34 @@ class ReplayBuffer:
         """Storage slots ``[H, B]`` of one batch's sub-trajectories (time-major), on the storage device."""
         h = self.horizon
         fits = self._seg_len >= h
-        if not bool(fits.any()):
-            raise RuntimeError(f"no trajectory of at least horizon={h} transitions among the {len(self)} stored")
         start, length = self._seg_start[fits], self._seg_len[fits]
+        if not len(start):
+            raise RuntimeError(f"no trajectory of at least horizon={h} transitions among the {len(self)} stored")
         pick = torch.randint(len(start), (self.batch_size,))
-        offset = (torch.rand(self.batch_size) * (length[pick] - h + 1)).floor().long()
-        first = start[pick] + offset  # [B] write indices
-        return ((first[None] + torch.arange(h)[:, None]) % self.capacity).to(self.storage_device)
+        first = start[pick] + (torch.rand(self.batch_size) * (length[pick] - h + 1)).long()  # [B] write indices (floored)
+        return ((first + self._offsets) % self.capacity).to(self.storage_device)
 
     def sample(self) -> dict[str, torch.Tensor]:
         """A batch: ``obs [H+1, B, ...]``, ``action [H, B, A]``, the obs and step keys, on ``device``."""
         if self._store is None:
             raise RuntimeError("the replay buffer is empty")
-        store, idx = self._store, self.slices()  # idx [H, B]; only the keys a batch needs are gathered
+        leaf, idx = self._leaves, self.slices()  # idx [H, B]
 
         def seq(key: str) -> torch.Tensor:  # the slice's first observation, then each step's next one
-            return torch.cat([store[key][idx[0]][None], store["next", key][idx]])
+            return torch.cat([leaf[key][idx[:1]], leaf["next", key][idx]])
 
-        batch = {"obs": seq("pixels" if "pixels" in store.keys() else "observation"), "action": store["action"][idx]}
+        batch = {"obs": seq(self._obs_key), "action": leaf["action"][idx]}
         for key in self.obs_keys:
             if key != "obs":
                 batch[key] = seq(key)
         for key in self.step_keys:
-            batch[key] = store["next", key][idx]
+            batch[key] = leaf["next", key][idx]
         if "terminated" in batch:
             batch["terminated"] = batch["terminated"].float()
         return {k: v.to(self.device, non_blocking=self.device.type == "cuda") for k, v in batch.items()}
 
     def stored(self) -> TensorDict:
-        """Every stored transition, oldest first ``[len(self)]`` (a copy)."""
+        """Every stored transition (the keys batches read), oldest first ``[len(self)]`` (a copy)."""
         if self._store is None:
             return TensorDict({}, batch_size=[0])
         first = self.written % self.capacity if self.written > self.capacity else 0
