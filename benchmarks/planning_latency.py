@@ -1,7 +1,8 @@
 """TD-MPC2 agent speed: MPPI planning ms per action and updates/s, per model preset and fast-path switch.
 
 Baselines in the same run: acting with the policy prior alone (no planning), and each preset's fp32
-eager row for the switch rows. State task shapes (obs 24, action 6: walker-walk), TD-MPC2's planner
+eager row for the switch rows. Each row also gives the peak working memory of one plan and of one update
+(tensor memory above what was allocated before the call: ``timing.peak_memory``). State task shapes (obs 24, action 6: walker-walk), TD-MPC2's planner
 defaults, batch 256, horizon 3.
 
     python benchmarks/planning_latency.py [--presets 1m 5m] [--switches eager bf16 compile compile+bf16 cudagraphs cudagraphs+bf16]
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from timing import timed
+from timing import peak_memory, timed
 from walker import OBS, update_batch, walker_agent
 
 from agent.agents.tdmpc import TDMPCAgent
@@ -60,7 +61,7 @@ def main() -> None:
         parser.error("--rounds and --iters must be at least 1")
     dev = args.device
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if dev.startswith('cuda') else f'cpu, {torch.get_num_threads()} threads'}")
-    print(f"{'preset':>7} {'switch':>15} {'params':>10} {'plan ms/action':>15} {'x eager':>8} {'prior-only ms':>14} {'updates/s':>10} {'x eager':>8}  update ms per round")
+    print(f"{'preset':>7} {'switch':>15} {'params':>10} {'plan ms/action':>15} {'x eager':>8} {'prior-only ms':>14} {'updates/s':>10} {'x eager':>8} {'plan MiB':>9} {'update MiB':>11}  update ms per round")
     # one unreported row first: the process's one-time costs (allocator, oneDNN primitive caches) made the
     # first row ~1.5x slower than the same row repeated at the end (docs/benchmarks.md)
     timings(build(args.presets[0], "eager", dev), dev, 2)
@@ -72,6 +73,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for switch, agent in agents.items():
                 rounds[switch].append(timings(agent, dev, args.iters))
+        obs, batch = torch.randn(1, OBS, device=dev), update_batch(dev)
+        mib = {s: [peak_memory(f, dev) / 2**20 for f in (lambda a=a: a.act(obs), lambda a=a: a.update(batch))] for s, a in agents.items()}
         base = None
         for switch in switches:
             plan_s, prior_s, update_s = (sum(r[i] for r in rounds[switch]) / args.rounds for i in range(3))
@@ -79,7 +82,7 @@ def main() -> None:
             params = sum(p.numel() for p in agents[switch].parameters() if p.requires_grad)
             print(
                 f"{preset:>7} {switch:>15} {params:>10,} {plan_s * 1e3:>15.1f} {base[0] / plan_s:>8.2f} "
-                f"{prior_s * 1e3:>14.2f} {1 / update_s:>10.1f} {base[1] / update_s:>8.2f}  "
+                f"{prior_s * 1e3:>14.2f} {1 / update_s:>10.1f} {base[1] / update_s:>8.2f} {mib[switch][0]:>9.1f} {mib[switch][1]:>11.1f}  "
                 + " ".join(f"{r[2] * 1e3:.0f}" for r in rounds[switch]), flush=True,
             )  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Timing helper shared by the benchmark scripts (run them as ``python benchmarks/<name>.py``)."""
+"""Timing and memory helpers shared by the benchmark scripts (run them as ``python benchmarks/<name>.py``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch._C._profiler import _EventType
+from torch.profiler import ProfilerActivity, profile
 
 
 def timed(fn: Callable[[], object], n: int, device: str) -> float:
@@ -19,3 +21,32 @@ def timed(fn: Callable[[], object], n: int, device: str) -> float:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / n
+
+
+def peak_memory(fn: Callable[[], object], device: str) -> int:
+    """Bytes of tensor memory ``fn`` held at most at once, above what was allocated before it: its working memory.
+
+    CUDA: the caching allocator's peak. The CPU allocator keeps no statistics, so ``fn`` runs once under
+    torch's profiler, which records every tensor allocation and free (inside compiled graphs too), and
+    their sizes are summed in time order.
+    """
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    sizes, events = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while events:
+        event = events.pop()
+        events.extend(event.children)
+        if event.typed[0] == _EventType.Allocation and event.typed[1].device.type == "cpu":
+            sizes.append((event.start_time_ns, event.typed[1].alloc_size))  # negative: a free
+    held = peak = 0
+    for _, size in sorted(sizes):
+        held += size
+        peak = max(peak, held)
+    return peak

@@ -1,7 +1,7 @@
 """P-JEPA training throughput: updates/s per model preset, model maths alone and with the replay buffer.
 
 Baseline in the same run: the ``small`` preset (the CPU default). Also prints the replay-buffer
-sample time and peak memory.
+sample time, each row's peak working memory of one update (``timing.peak_memory``) and the process's peak.
 
     python benchmarks/train_throughput.py [--presets tiny small 1m 5m] [--batch-size 256] [--device cpu]
     python benchmarks/train_throughput.py --presets small "small model.pixel_encoder=pooled" "small model.pixel_encoder=resnet model.resnet_blocks=1"
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from timing import timed
+from timing import peak_memory, timed
 
 from agent.agents.factory import build_agent
 from agent.data.buffer import ReplayBuffer
@@ -61,7 +61,7 @@ def main() -> None:
     sample_s = timed(buffer.sample, args.iters, dev)
     print(f"replay sample + time-major batch: {sample_s * 1e3:.1f} ms")
     base = args.presets[0]
-    print(f"{'preset':>7} {'params':>9} {'updates/s (model)':>18} {'updates/s (with buffer)':>24} {'vs ' + base:>9}")
+    print(f"{'preset':>7} {'params':>9} {'updates/s (model)':>18} {'updates/s (with buffer)':>24} {'vs ' + base:>9} {'update MiB':>11}")
     rows = {}
     for preset in args.presets:
         cfg = config(preset, args.batch_size, dev)
@@ -76,8 +76,8 @@ def main() -> None:
         full_s = timed(full, args.iters, dev)
         rows[preset] = 1 / full_s
         params = sum(p.numel() for p in agent.parameters() if p.requires_grad)
-        rel = f"{rows[preset] / rows[base]:.2f}x"
-        print(f"{preset:>7} {params:>9,} {1 / model_s:>18.2f} {1 / full_s:>24.2f} {rel:>9}")
+        rel, mib = f"{rows[preset] / rows[base]:.2f}x", peak_memory(lambda: agent.update(batch), dev) / 2**20
+        print(f"{preset:>7} {params:>9,} {1 / model_s:>18.2f} {1 / full_s:>24.2f} {rel:>9} {mib:>11.1f}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory: {peak:.0f} MiB" + (f"; peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if dev.startswith("cuda") else ""))
 

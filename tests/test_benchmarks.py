@@ -11,6 +11,7 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from compute_floor import ComputeRecorder, TensorSpec, replay  # noqa: E402
+from timing import peak_memory  # noqa: E402
 
 
 def test_recorder_counts_the_products_of_a_forward_and_backward():
@@ -56,3 +57,32 @@ def test_control_env_benchmark_runs_both_envs():
     assert out.returncode == 0, out.stderr[-2000:]
     row = out.stdout.splitlines()[-1].split()
     assert row[0] == "cartpole-swingup" and row[3].endswith("x") and float(row[3][:-1]) > 0
+
+
+def test_peak_memory_is_the_most_held_at_once_above_the_start():
+    held = torch.empty(8 << 20, dtype=torch.uint8)  # allocated before: not counted
+
+    def work() -> None:
+        a = torch.empty(1 << 20, dtype=torch.uint8)
+        b = torch.empty(3 << 20, dtype=torch.uint8)  # 4 MiB at once
+        del a, b
+        c = torch.empty(2 << 20, dtype=torch.uint8)  # then 2 MiB
+        del c
+
+    assert peak_memory(work, "cpu") == 4 << 20
+    compiled = torch.compile(lambda x: (x @ x.T).relu().sum(), backend="inductor")  # buffers inside a compiled graph count
+    x = torch.randn(256, 64)
+    compiled(x)
+    assert peak_memory(lambda: compiled(x), "cpu") >= 256 * 256 * 4  # the product's [256, 256] output
+    assert held.numel() == 8 << 20
+
+
+def test_planning_latency_reports_time_and_memory_per_row():
+    cmd = [sys.executable, "benchmarks/planning_latency.py", "--presets", "tiny", "--switches", "eager", "bf16", "--iters", "1"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    header, *rows = out.stdout.splitlines()[1:]
+    assert "plan MiB" in header and "update MiB" in header and [r.split()[1] for r in rows] == ["eager", "bf16"]
+    for row in rows:
+        plan_mib, update_mib = (float(v) for v in row.split()[8:10])
+        assert 0 < plan_mib < update_mib  # an update holds the batch's activations for the backward
