@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 
 import torch
 
@@ -11,6 +12,8 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from compute_floor import ComputeRecorder, TensorSpec, replay  # noqa: E402
+from gpu_wheels import PRUNE, prune  # noqa: E402
+from steady_rate import steady_rate  # noqa: E402
 from timing import peak_memory  # noqa: E402
 
 
@@ -86,3 +89,29 @@ def test_planning_latency_reports_time_and_memory_per_row():
     for row in rows:
         plan_mib, update_mib = (float(v) for v in row.split()[8:10])
         assert 0 < plan_mib < update_mib  # an update holds the batch's activations for the backward
+
+
+def test_steady_rate_is_the_window_between_two_rows_of_a_cumulative_rate(tmp_path):
+    """A loop that compiled for 30 s, then ran 100 steps/s: its cumulative rate never shows 100, the window does."""
+    path = tmp_path / "metrics.csv"
+    rows = [(s, s / (30 + s / 100)) for s in range(50, 1001, 50)]
+    path.write_text("step,loss/x,perf/env_steps_per_s\n" + "".join(f"{s},0.5,{r}\n" for s, r in rows) + "1001,0.4,\n")
+    rate, a, b = steady_rate(path, "perf/env_steps_per_s")
+    assert abs(rate - 100) < 1e-6 and (a, b) == (500, 1000) and rows[-1][1] < 80
+    resumed = tmp_path / "resumed.csv"  # a resume from step 400: the rate counts from there
+    resumed.write_text("step,perf/env_steps_per_s\n" + "".join(f"{s},{(s - 400) / (5 + (s - 400) / 20)}\n" for s in (450, 500, 600)))
+    assert abs(steady_rate(resumed, "perf/env_steps_per_s", start=400)[0] - 20) < 1e-6
+
+
+def test_pruned_wheel_drops_the_assets_and_keeps_a_matching_record(tmp_path):
+    wheel = tmp_path / "dm_control-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("dm_control/suite/walker.py", "x = 1\n")
+        z.writestr(PRUNE[0] + "soccer/big.xml", "<a/>" * 1000)
+        z.writestr("dm_control-1.0.dist-info/RECORD", "stale\n")
+    prune(wheel)
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        record = z.read("dm_control-1.0.dist-info/RECORD").decode()
+    assert names == {"dm_control/suite/walker.py", "dm_control-1.0.dist-info/RECORD"}
+    assert record.startswith("dm_control/suite/walker.py,sha256=") and "soccer" not in record and "stale" not in record

@@ -70,3 +70,41 @@ def test_online_agent_plans_on_cuda(tmp_path):
 
     out = OnlineTrainer(online_cfg("task=counting", "aux=reward", "agent.horizon=1", "device=cuda"), tmp_path).run()
     assert out["episodes"] == 2 and 0 <= out["success_rate"] <= 1
+
+
+@cuda
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_tdmpc_agent_on_cuda_updates_and_plans_as_eager(mode):
+    """``perf.compile`` on a GPU, with CUDA graphs too (``reduce-overhead``): two updates give the eager
+    CUDA agent's losses, and the compiled planner iteration its values for the same draws."""
+    from agent.agents.factory import build_tdmpc_agent
+    from tests.conftest import compose_cfg
+
+    online = ("agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=small", "perf.precision=fp32", "device=cuda")
+    torch.manual_seed(0)
+    base = build_tdmpc_agent(compose_cfg(*online), (24,), 6, "cuda")
+    fast = build_tdmpc_agent(compose_cfg(*online, "perf.compile=true", f"perf.compile_mode={mode}"), (24,), 6, "cuda")
+    fast.load_state_dict(base.state_dict())
+    g = torch.Generator(device="cuda").manual_seed(1)
+    H, B = 3, 64
+    batch = {
+        "obs": torch.randn(H + 1, B, 24, generator=g, device="cuda"), "action": torch.rand(H, B, 6, generator=g, device="cuda") * 2 - 1,
+        "reward": torch.rand(H, B, 1, generator=g, device="cuda"), "terminated": torch.zeros(H, B, 1, device="cuda"),
+    }  # fmt: skip
+    for step in range(2):  # the second update replays the recorded graphs under reduce-overhead
+        want, got = [(torch.manual_seed(5 + step), agent.update(batch))[1] for agent in (base, fast)]
+        for k in ("loss/dyn", "loss/reward", "loss/value", "loss/pi"):
+            torch.testing.assert_close(got[k].float(), want[k].float(), rtol=1e-3, atol=1e-5)
+    z = base.model.encode(batch["obs"][0, :4]).detach()
+    actions = torch.rand(3, 4, 512, 6, generator=g, device="cuda") * 2 - 1
+    draws = (torch.zeros(3, 4, 6, device="cuda"), torch.ones(3, 4, 6, device="cuda"), actions[:, :, 24:],
+             torch.randn(4, 512, 6, generator=g, device="cuda"), torch.tensor([0, 1], device="cuda"))  # fmt: skip
+    values = []
+    for agent in (base, fast):
+        agent.eval()
+        with torch.no_grad():
+            for _ in range(2):  # recorded, then replayed
+                refit = agent.planner._iterate(agent.planner, z[:, None].expand(4, 512, z.shape[-1]), actions[:, :, :24], *draws)
+            values.append(refit.value.float().clone())
+    torch.testing.assert_close(values[1], values[0], rtol=1e-3, atol=1e-4)
+    assert fast.act(batch["obs"][0, :2]).shape == (2, 6) and fast.act(batch["obs"][0, :2]).device.type == "cuda"
