@@ -40,7 +40,7 @@ step env 60 $PY -c "import torch, tensordict, torchrl; print(torch.__version__, 
 
 # the CUDA tests (skipped on a CPU): training, resume, device-resident data, planning on the device, and the
 # compiled TD-MPC2 agent with and without CUDA graphs against eager
-step tests 140 $PY -m pytest -q -x -p no:cacheprovider tests/test_cuda.py
+step tests 140 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
 
 # online TD-MPC2 on a state DMC task, CUDA graphs: target >= 250 env steps/s on one H100
 ONLINE="agent=tdmpc2 task=dmc/walker-walk device=$DEVICE data.device=$DEVICE perf.compile=true perf.compile_mode=reduce-overhead
