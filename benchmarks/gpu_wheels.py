@@ -42,6 +42,7 @@ def pins() -> dict[str, str]:
 
 
 def pinned(name: str, versions: dict[str, str]) -> str:
+    """``name==<requirements.txt's version>``; stops with a message when it is not pinned there."""
     key = name.lower().replace("_", "-")
     if key not in versions:
         raise SystemExit(f"{name} is not pinned in requirements.txt")

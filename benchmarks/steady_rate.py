@@ -18,8 +18,11 @@ from pathlib import Path
 def steady_rate(path: str | Path, column: str, start: int = 0, from_fraction: float = 0.5) -> tuple[float, int, int]:
     """Rate between the logged row ``from_fraction`` of the way through and the last: ``(rate, s_a, s_b)``.
 
-    ``start`` is the step the loop started from (0 for a fresh run, the checkpoint's step for a resume).
+    ``start`` is the step the loop started from (0 for a fresh run, the checkpoint's step for a resume;
+    then ``from_fraction`` must put the first row after the resume: the file also holds the rows before it).
     """
+    if not 0 <= from_fraction < 1:
+        raise ValueError(f"from_fraction must be in [0, 1), got {from_fraction}")
     with open(path, newline="") as f:
         rows = [(int(r["step"]), float(r[column])) for r in csv.DictReader(f) if r.get(column)]
     if len(rows) < 2:

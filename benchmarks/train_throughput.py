@@ -62,7 +62,7 @@ def main() -> None:
     print(f"replay sample + time-major batch: {sample_s * 1e3:.1f} ms")
     base = args.presets[0]
     print(f"{'preset':>7} {'params':>9} {'updates/s (model)':>18} {'updates/s (with buffer)':>24} {'vs ' + base:>9} {'update MiB':>11}")
-    rows = {}
+    rows, cuda_peak = {}, 0  # peak_memory resets CUDA's peak statistics: the process's peak is kept here
     for preset in args.presets:
         cfg = config(preset, args.batch_size, dev)
         torch.manual_seed(0)
@@ -76,10 +76,11 @@ def main() -> None:
         full_s = timed(full, args.iters, dev)
         rows[preset] = 1 / full_s
         params = sum(p.numel() for p in agent.parameters() if p.requires_grad)
+        cuda_peak = max(cuda_peak, torch.cuda.max_memory_allocated() if dev.startswith("cuda") else 0)
         rel, mib = f"{rows[preset] / rows[base]:.2f}x", peak_memory(lambda: agent.update(batch), dev) / 2**20
         print(f"{preset:>7} {params:>9,} {1 / model_s:>18.2f} {1 / full_s:>24.2f} {rel:>9} {mib:>11.1f}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak resident memory: {peak:.0f} MiB" + (f"; peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if dev.startswith("cuda") else ""))
+    print(f"peak resident memory: {peak:.0f} MiB" + (f"; peak CUDA memory {max(cuda_peak, torch.cuda.max_memory_allocated()) / 2**20:.0f} MiB" if dev.startswith("cuda") else ""))
 
 
 if __name__ == "__main__":

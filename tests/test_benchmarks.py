@@ -6,6 +6,7 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
 import torch
 
 from tests.conftest import ROOT
@@ -101,6 +102,8 @@ def test_steady_rate_is_the_window_between_two_rows_of_a_cumulative_rate(tmp_pat
     resumed = tmp_path / "resumed.csv"  # a resume from step 400: the rate counts from there
     resumed.write_text("step,perf/env_steps_per_s\n" + "".join(f"{s},{(s - 400) / (5 + (s - 400) / 20)}\n" for s in (450, 500, 600)))
     assert abs(steady_rate(resumed, "perf/env_steps_per_s", start=400)[0] - 20) < 1e-6
+    with pytest.raises(ValueError, match="from_fraction"):
+        steady_rate(path, "perf/env_steps_per_s", from_fraction=1.0)
 
 
 def test_pruned_wheel_drops_the_assets_and_keeps_a_matching_record(tmp_path):

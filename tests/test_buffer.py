@@ -88,14 +88,16 @@ def test_unbatched_single_and_env_major_writes_store_the_same_ring():
 
 
 def test_only_the_keys_batches_read_are_stored_and_a_missing_one_is_named():
-    buf = ReplayBuffer(10, 1, 4, "episode", obs_keys=("count",), step_keys=("reward",))
+    buf = ReplayBuffer(3, 1, 4, "episode", obs_keys=("count",), step_keys=("reward",))  # full after the first write
     data = steps(0, 3, 0)
     data["count"], data["next", "count"], data["junk"] = torch.ones(3), torch.ones(3), torch.ones(3)
     buf.extend(data)
     keys = {k if isinstance(k, str) else tuple(k) for k in buf.stored().keys(True, True)}
     assert keys == {"observation", "action", "episode", "count", ("next", "observation"), ("next", "count"), ("next", "reward")}
     assert set(buf.sample()) == {"obs", "action", "count", "reward"}
-    with pytest.raises(KeyError, match="stores 'count'"):
-        buf.extend(steps(3, 1, 0))  # a later write without a stored key
+    before = buf.stored()
+    with pytest.raises(KeyError, match=r"stores \['count', \('next', 'count'\)\]"):
+        buf.extend(steps(3, 1, 0))  # a later write without a stored key: refused before it overwrites anything
+    assert buf.written == 3 and (buf.stored() == before).all()
     with pytest.raises(KeyError, match=r"needs \['count', \('next', 'count'\)\]"):
         ReplayBuffer(10, 1, 4, "episode", obs_keys=("count",)).extend(steps(0, 1, 0))

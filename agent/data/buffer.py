@@ -81,6 +81,10 @@ class ReplayBuffer:
             first = data.reshape(-1)[:1].select(*self._batch_keys(data)).to(self.storage_device)
             self._store = first.apply(lambda t: t.new_empty((self.capacity, *t.shape[1:])), batch_size=[self.capacity])
             self._leaves = {k: self._store.get(k) for k in self._store.keys(include_nested=True, leaves_only=True)}
+        sources = [(dst, data.get(key, None)) for key, dst in self._leaves.items()]  # all found before any write
+        missing = [key for key, (_, src) in zip(self._leaves, sources) if src is None]
+        if missing:
+            raise KeyError(f"the replay buffer stores {missing}, which the data to store lacks")
         skip = max(0, n - self.capacity)  # only the newest fit: the rest would be overwritten at once
         if skip:
             self.written += skip
@@ -88,10 +92,7 @@ class ReplayBuffer:
         slot, m = self.written % self.capacity, n - skip
         head = min(m, self.capacity - slot)
         lead = data.batch_dims  # 0 (one unbatched transition: copied by broadcasting) or 1 need no reshape
-        for key, dst in self._leaves.items():  # leaf by leaf, no op more than needed: each costs a few us (~0.1 ms a step)
-            src = data.get(key, None)
-            if src is None:
-                raise KeyError(f"the replay buffer stores {key!r}, which the data to store lacks")
+        for dst, src in sources:  # leaf by leaf, no op more than needed: each costs a few us (~0.1 ms a step)
             if lead > 1:
                 src = src.reshape(n, *src.shape[lead:])
             if skip:
