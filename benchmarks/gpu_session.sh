@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# A lent GPU's checks and issue 13's GPU figures in one call (at most ~9.5 min: steps of 550 s in all, each with its own limit;
-# the most important first: a device call that runs out of time still returns what the finished steps wrote).
+# A lent GPU's checks and issue 13's GPU figures in one call: steps of 550 s in all, each with its own limit,
+# the most important first (a device call that runs out of time still returns what the finished steps wrote).
 #
 # The GPU machine's image has CUDA torch but not this project's other packages, and reaches no index:
 #   here:          python benchmarks/gpu_wheels.py          (fills the git-ignored .whl/, ~35 MiB)
 #   then, once:    the device tool's run: command "bash benchmarks/gpu_session.sh", carry [".whl"], timeout_s 600
 # Logs go to $OUT (the device tool's folder; runs/gpu_session elsewhere): summary.log has every step's
 # command, exit status, time and the figures; <step>.log the whole output. A failing step does not stop
-# the next; the script exits 1 if any failed. DEVICE=cpu PY=.venv/bin/python WHEELS=none runs the same steps here (slow on a CPU; a check that
-# they start and write their figures).
+# the next; the script exits 1 if any failed. DEVICE=cpu PY=.venv/bin/python WHEELS=none runs the same
+# steps here (slow on a CPU; a check that they start and write their figures).
 set -u
 OUT=${OUT:-runs/gpu_session}
 DEVICE=${DEVICE:-cuda}

@@ -2,8 +2,8 @@
 
 Baselines in the same run: acting with the policy prior alone (no planning), and each preset's fp32
 eager row for the switch rows. Each row also gives the peak working memory of one plan and of one update
-(tensor memory above what was allocated before the call: ``timing.peak_memory``). State task shapes (obs 24, action 6: walker-walk), TD-MPC2's planner
-defaults, batch 256, horizon 3.
+(tensor memory above what was allocated before the call: ``timing.peak_memory``). State task shapes
+(obs 24, action 6: walker-walk), TD-MPC2's planner defaults, batch 256, horizon 3.
 
     python benchmarks/planning_latency.py [--presets 1m 5m] [--switches eager bf16 compile compile+bf16 cudagraphs cudagraphs+bf16]
         [--device cpu] [--iters 10] [--rounds 1]
