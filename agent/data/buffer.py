@@ -78,6 +78,7 @@ class ReplayBuffer:
         if n == 0:
             return 0
         if self._store is None:  # uninitialised memory, as torch.empty: the pages fill as the ring does
+            self._obs_key = "pixels" if "pixels" in data.keys() else "observation"
             first = data.reshape(-1)[:1].select(*self._batch_keys(data)).to(self.storage_device)
             self._store = first.apply(lambda t: t.new_empty((self.capacity, *t.shape[1:])), batch_size=[self.capacity])
             self._leaves = {k: self._store.get(k) for k in self._store.keys(include_nested=True, leaves_only=True)}
@@ -107,7 +108,6 @@ class ReplayBuffer:
 
     def _batch_keys(self, data: TensorDictBase) -> list[Key]:
         """The keys :meth:`sample` reads, and the trajectory key; a clear error when ``data`` lacks one."""
-        self._obs_key = "pixels" if "pixels" in data.keys() else "observation"
         per_obs = [self._obs_key, *(k for k in self.obs_keys if k != "obs")]
         keys = ["action", self.traj_key, *per_obs, *(("next", k) for k in per_obs), *(("next", k) for k in self.step_keys)]
         missing = [k for k in keys if data.get(k, None) is None]
