@@ -19,8 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from agent.agents.compiled import resolve_compile
 from agent.agents.factory import to_dict
 from agent.agents.update import NonFiniteLossError
+from agent.run.common import resolve_device
 from agent.run.config import check_keys
 from agent.run.online import OnlineTrainer
 from agent.run.representation import Trainer
@@ -52,10 +54,12 @@ def main(cfg: DictConfig) -> dict:
     choices = hydra_cfg.runtime.choices
     base = compose(config_name=hydra_cfg.job.config_name, overrides=[f"{g}={choices[g]}" for g in ("task", "aux", "model", "agent")])
     plain = to_dict(cfg)
-    try:  # before any work: a key this job would ignore, or a value out of range, is an error
+    try:  # before any work: a key this job would ignore, a value out of range, a device this machine lacks,
+        # or perf.compile=true where torch.compile cannot build is an error
         check_keys(plain, to_dict(base), f"agent={name}")
-        load_settings(plain)
-    except ValueError as err:
+        s = load_settings(plain)
+        resolve_compile(s.perf.compile, resolve_device(s.device))
+    except (ValueError, RuntimeError) as err:
         write_status(run_dir, "failed", reason=f"config: {err}")
         stop(err, hydra_cfg.mode)
     log.info("run directory: %s", run_dir)
@@ -70,7 +74,7 @@ def main(cfg: DictConfig) -> dict:
     except (Exception, KeyboardInterrupt) as err:  # recorded for the sweep report, then raised as it was
         write_status(run_dir, "failed", reason=f"{type(err).__name__}: {err}", step=getattr(trainer, "step", None))
         raise
-    write_status(run_dir, "complete", agent=name, step=trainer.step, precision=trainer.precision)
+    write_status(run_dir, "complete", agent=name, step=trainer.step, precision=trainer.precision, compiled=trainer.compiles)
     log.info("final metrics: %s", json.dumps(metrics))
     return metrics
 

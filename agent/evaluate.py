@@ -1,6 +1,7 @@
 """Planning returns of a trained TD-MPC2 agent: ``python -m agent.evaluate run_dir=<dir> [key=value ...]``.
 
-Keys: ``run_dir`` (or ``checkpoint``), ``episodes`` (10), ``device`` (cpu), ``out`` (run dir).
+Keys: ``run_dir`` (or ``checkpoint``), ``episodes`` (10), ``device`` (cpu), ``out`` (run dir), ``compile`` (true | false |
+auto: torch.compile of the planner; default the run's ``perf.compile``, a ``true`` read as ``auto``).
 Writes ``eval.json`` (MPPI and policy-prior-only returns; success rates, null for tasks without one) and ``episode.gif``
 (the first MPPI episode, for tasks with pixel observations).
 """
@@ -20,7 +21,8 @@ from agent.run.common import obs_info, seed_everything
 from agent.run.evaluate import evaluate
 from envs import make_env, success_on_termination
 
-KEYS = ("run_dir", "checkpoint", "episodes", "device", "out")
+KEYS = ("run_dir", "checkpoint", "episodes", "device", "out", "compile")
+COMPILE = {"true": True, "false": False, "auto": "auto"}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -29,8 +31,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not episodes.isdigit() or int(episodes) < 1:
         raise SystemExit(f"episodes must be an integer >= 1, got {episodes!r}")
     episodes = int(episodes)
+    if args.get("compile", "auto") not in COMPILE:
+        raise SystemExit(f"compile must be one of {', '.join(COMPILE)}, got {args['compile']!r}")
     source = args.get("checkpoint") or args["run_dir"]
-    agent, cfg = load_online_agent(source, args.get("device", "cpu"))
+    agent, cfg = load_online_agent(source, args.get("device", "cpu"), COMPILE.get(args.get("compile")))
     seed_everything(int(cfg["seed"]))
     env = make_env(cfg, num_envs=1, seed=int(cfg["seed"]) + 20_000, device="cpu")
     obs_key = obs_info(env)[0]

@@ -124,7 +124,7 @@ def alternate(timers: dict[str, object], rounds: int) -> dict[str, float]:
 
 def loop_steps_per_s(cls, steps: int) -> float:
     overrides = ["agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=tiny", f"agent.total_steps={steps}", "agent.seed_steps=100",
-                 "agent.pretrain_updates=1", f"agent.eval_every={steps * 10}", "log.progress=false", "log.tensorboard=false"]  # fmt: skip
+                 "agent.pretrain_updates=1", f"agent.eval_every={steps * 10}", "log.progress=false", "log.tensorboard=false", "perf.compile=false"]  # fmt: skip
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     with tempfile.TemporaryDirectory() as run_dir:

@@ -16,6 +16,7 @@ TINY = [  # both jobs
     "log.every=3",
     "log.progress=false",
     "log.tensorboard=false",
+    "perf.compile=false",  # the jobs' default (auto) compiles on a CPU with a C++ compiler: ~1 min a run; tests that compile say so
 ]
 TINY_PJEPA = [  # the representation job's own settings
     "steps=12",

@@ -41,8 +41,9 @@ from tests.conftest import ROOT, compose_cfg
         (["optim.drop_at=null"], "optim.schedule=step needs optim.drop_at"),  # the counting recipe's schedule
         (["optim.drop_at=0"], "optim.drop_at=0: must be an integer >= 1"),
         (["optim.schedule=cosine"], r"optim.drop_at=9000: only optim.schedule=step reads it .*add optim.drop_at=null"),
-        (["perf.compile_mode=reduce-overhead"], r"perf.compile_mode=reduce-overhead: only perf.compile=true reads it"),
-        (["agent=tdmpc2", "perf.compile_mode=max-autotune"], r"perf.compile_mode=max-autotune: only perf.compile=true reads it"),
+        (["perf.compile_mode=reduce-overhead"], r"perf.compile_mode=reduce-overhead: only perf.compile=true \(or auto\) reads it"),
+        (["agent=tdmpc2", "perf.compile_mode=max-autotune"], r"perf.compile_mode=max-autotune: only perf.compile=true \(or auto\) reads it"),
+        (["perf.compile=sometimes"], r"perf.compile='sometimes': must be one of True, False, 'auto'"),
         (["perf.compile=true", "perf.compile_mode=fast"], r"perf.compile_mode='fast': must be one of"),
     ],
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from agent.agents.compiled import compile_problem
 from agent.run.checkpoint import load_checkpoint
 from tests.conftest import ROOT
 
@@ -43,8 +44,8 @@ import agent.run.checkpoint as ck
 from agent.run.representation import Trainer
 from tests.conftest import compose_cfg
 
-kill, run_dir = sys.argv[1], sys.argv[2]
-trainer = Trainer(compose_cfg("steps=12", "checkpoint.every=4", "analysis.every=0", "log.every=2"), run_dir)
+kill, run_dir, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
+trainer = Trainer(compose_cfg("steps=12", "checkpoint.every=4", "analysis.every=0", "log.every=2", *extra), run_dir)
 if kill == "update-7":  # between checkpoints
     real = trainer.agent.update
     def update(batch, train_probe=True):
@@ -55,9 +56,10 @@ if kill == "update-7":  # between checkpoints
 """ + CHECKPOINT_KILLS
 
 
-def _run(kill: str, run_dir: Path, script: str = SCRIPT) -> int:
+def _run(kill: str, run_dir: Path, script: str = SCRIPT, *overrides: str) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", script, kill, str(run_dir)], cwd=ROOT, env=env, capture_output=True, timeout=300).returncode
+    cmd = [sys.executable, "-c", script, kill, str(run_dir), *overrides]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=600).returncode
 
 
 def _rows(run_dir: Path) -> list[list[str]]:
@@ -77,12 +79,27 @@ def unbroken(tmp_path_factory) -> Path:
 def test_killed_run_ends_where_an_unbroken_one_does(unbroken, tmp_path, kill):
     assert _run(kill, tmp_path) == -9  # SIGKILL
     assert _run("none", tmp_path) == 0  # the same command again
-    done, ref = load_checkpoint(tmp_path / "checkpoints" / "last.pt"), load_checkpoint(unbroken / "checkpoints" / "last.pt")
+    _assert_same_end(tmp_path, unbroken)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(compile_problem("cpu") is not None, reason="torch.compile cannot build on this CPU (no C++ compiler)")
+def test_killed_compiled_run_ends_where_an_unbroken_one_does(tmp_path):
+    """``perf.compile`` (the default where inductor builds): the resumed process compiles again, to the same kernels."""
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    assert _run("none", unbroken, SCRIPT, "perf.compile=true") == 0
+    assert _run("update-7", broken, SCRIPT, "perf.compile=true") == -9
+    assert _run("none", broken, SCRIPT, "perf.compile=true") == 0
+    _assert_same_end(broken, unbroken)
+
+
+def _assert_same_end(run_dir: Path, unbroken: Path) -> None:
+    done, ref = load_checkpoint(run_dir / "checkpoints" / "last.pt"), load_checkpoint(unbroken / "checkpoints" / "last.pt")
     assert done["step"] == ref["step"] == 12 and done["frames"] == ref["frames"]
     for name, value in ref["agent"].items():
         torch.testing.assert_close(done["agent"][name], value, rtol=0, atol=0, msg=name)
-    assert _rows(tmp_path) == _rows(unbroken)
-    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+    assert _rows(run_dir) == _rows(unbroken)
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))
 
 
 # An online TD-MPC2 run of 60 env steps (planning after 20), evaluated and checkpointed every 20.

@@ -19,9 +19,9 @@ SMALL = ["model.resnet_blocks=1", "batch_size=4", "steps=2", "data.seed_frames=3
 
 
 def paper(*overrides: str):
-    """The run config of ``train.py experiment=paper <overrides>`` (no tiny preset: the paper's model)."""
+    """The run config of ``train.py experiment=paper <overrides>`` (no tiny preset: the paper's model; eager)."""
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return compose("config", overrides=["experiment=paper", "log.progress=false", "log.tensorboard=false", *overrides])
+        return compose("config", overrides=["experiment=paper", "log.progress=false", "log.tensorboard=false", "perf.compile=false", *overrides])
 
 
 @pytest.mark.parametrize("aux, routing, reward", ROWS)

@@ -17,7 +17,7 @@ SMALL = [
     "agent=tdmpc2", "model=tiny", "batch_size=16", "agent.total_steps=120", "agent.seed_steps=40",
     "agent.eval_every=60", "agent.eval_episodes=2", "agent.planner.num_samples=32", "agent.planner.num_elites=4",
     "agent.planner.num_pi_trajs=4", "agent.planner.iterations=2", "log.every=20", "log.progress=false",
-    "log.tensorboard=false",
+    "log.tensorboard=false", "perf.compile=false",
 ]  # fmt: skip
 
 

@@ -1,12 +1,61 @@
-"""``torch.compile`` of the agents' hot functions, written once: its modes, and the CUDA-graph output rule."""
+"""``torch.compile`` of the agents' hot functions, written once: whether to compile (``perf.compile``,
+``auto`` included), its modes, and the CUDA-graph output rule."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
+
+# perf.compile: auto compiles where it is checked and builds: on a CPU whose C++ compiler inductor can use
+# (learning checks: docs/results.md sections 28 and 29); on a GPU it stays eager until the compiled CUDA
+# tests (tests/test_cuda.py) have run on one
+COMPILE_CHOICES = (True, False, "auto")
+_TORCH_COMPILE = torch.compile  # the probe tries the real one, also where a test stands in for it
+
+
+def compile_problem(device: str | torch.device) -> str | None:
+    """None where ``torch.compile`` (inductor) builds and runs a small function on ``device``, else why not
+    (e.g. no working C++ compiler for a CPU, no Triton for a GPU). Probed once per device and process:
+    a few seconds with inductor's cache warm, tens on a first run."""
+    return _probe(str(torch.device(device)))
+
+
+@functools.cache
+def _probe(device: str) -> str | None:
+    def small(x: Tensor) -> Tensor:
+        return torch.nn.functional.mish(x) * 2 + 1
+
+    try:
+        _TORCH_COMPILE(small, dynamic=False)(torch.ones(8, device=device))
+    except RuntimeError as err:  # dynamo's BackendCompilerFailed around inductor's InvalidCxxCompiler, CppCompileError, ...
+        lines = str(err).strip().splitlines()
+        return f"{type(err).__name__}: {lines[0] if lines else ''}"
+    return None
+
+
+def resolve_compile(compile: bool | str, device: str | torch.device) -> bool:
+    """Whether a run compiles: ``True`` / ``False`` as asked; ``auto``: on a CPU where :func:`compile_problem`
+    finds none, never on another device (see :data:`COMPILE_CHOICES`).
+
+    Raises:
+        ValueError: ``compile`` is not one of :data:`COMPILE_CHOICES`, or it is ``True`` where ``torch.compile``
+            cannot build (before any work, with the reason and the way out).
+    """
+    if not any(compile == c and type(compile) is type(c) for c in COMPILE_CHOICES):
+        raise ValueError(f"unknown compile setting {compile!r}; expected one of {COMPILE_CHOICES}")
+    if compile is False:
+        return False
+    dev = torch.device(device)
+    if compile == "auto":
+        return dev.type == "cpu" and compile_problem(dev) is None
+    problem = compile_problem(dev)
+    if problem is not None:
+        raise ValueError(f"perf.compile=true, but torch.compile cannot build on {dev} ({problem}); use perf.compile=auto or false")
+    return True
 
 # inductor's modes; reduce-overhead and max-autotune also record CUDA graphs (a CPU graph runs without them)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")

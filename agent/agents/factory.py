@@ -19,6 +19,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from agent.agents.compiled import resolve_compile
 from agent.agents.pjepa import PJEPAAgent, UpdateConfig
 from agent.agents.tdmpc import TDMPCAgent, TDMPCConfig
 from agent.agents.update import resolve_precision
@@ -88,15 +89,17 @@ def settings_of(cfg: Any, job: type[Settings]) -> Settings:
     return s
 
 
-def update_config(cfg: Any) -> UpdateConfig:
-    """The :class:`UpdateConfig` of a representation-job config (or its settings)."""
+def update_config(cfg: Any, device: str | torch.device = "cpu") -> UpdateConfig:
+    """The :class:`UpdateConfig` of a representation-job config (or its settings) on ``device``: ``auto``
+    precision and compile resolved once, so the hot code gets fp32 | bf16 and compiles or not."""
     s = settings_of(cfg, RepresentationSettings)
+    dev = torch.device(device)
     o, p = s.optim, s.probe
     return UpdateConfig(
         routing=s.routing, detach_target=s.detach_target, rho=s.rho, loss_scales=dict(s.loss_scales),
         lr=o.lr, eps=o.eps, enc_lr_scale=o.enc_lr_scale, grad_clip=o.grad_clip,
         probe=p.enabled, probe_lr=p.lr, probe_batch=p.batch_size,
-        precision=s.perf.precision, channels_last=s.perf.channels_last, compile=s.perf.compile,
+        precision=resolve_precision(s.perf.precision, dev), channels_last=s.perf.channels_last, compile=resolve_compile(s.perf.compile, dev),
         compile_mode=s.perf.compile_mode,
     )  # fmt: skip
 
@@ -118,8 +121,7 @@ def build_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, device: s
     s = settings_of(cfg, RepresentationSettings)
     wm = build_world_model(s.model, obs_shape, action_dim)
     aux = build_aux(s.aux, wm.latent_dim, wm.obs_shape)
-    update = replace(update_config(s), precision=resolve_precision(s.perf.precision, torch.device(device)))  # auto, once
-    return PJEPAAgent(wm, aux, update).to(device)
+    return PJEPAAgent(wm, aux, update_config(s, device)).to(device)
 
 
 def signature(cfg: Any, obs_shape: tuple[int, ...], action_dim: int) -> dict:
@@ -160,8 +162,9 @@ def build_tdmpc_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, dev
         loss_scales=dict(a.loss_scales), routing=s.routing, detach_target=s.detach_target, rho=s.rho,
         discount=discount_from_episode_length(episode_length(s.task)),
         lr=s.optim.lr, eps=s.optim.eps, enc_lr_scale=a.enc_lr_scale, grad_clip=s.optim.grad_clip,
-        pi_lr=a.pi_lr, entropy_coef=a.entropy_coef, tau=a.tau, compile=s.perf.compile, compile_mode=s.perf.compile_mode,
-        precision=resolve_precision(s.perf.precision, torch.device(device)),  # auto, once: hot code gets fp32 | bf16
+        pi_lr=a.pi_lr, entropy_coef=a.entropy_coef, tau=a.tau, compile_mode=s.perf.compile_mode,
+        compile=resolve_compile(s.perf.compile, torch.device(device)),  # auto, once: hot code compiles or not
+        precision=resolve_precision(s.perf.precision, torch.device(device)),  # and gets fp32 | bf16
     )  # fmt: skip
     planner = MPPIConfig(horizon=a.horizon, gamma=update.discount, **asdict(a.planner))
     return TDMPCAgent(model, aux, update, planner, seed=s.seed).to(device)
@@ -243,26 +246,35 @@ def load_weights(agent: torch.nn.Module, state: dict, ckpt: Path) -> None:
         raise CheckpointError(f"weights in {ckpt} do not fit its config: {err}") from err
 
 
-def load_online_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[TDMPCAgent, dict]:
-    """A trained TD-MPC2 agent and its config from a run directory or checkpoint file."""
+def load_online_agent(path: str | Path, device: str | torch.device = "cpu", compile: bool | str | None = None) -> tuple[TDMPCAgent, dict]:
+    """A trained TD-MPC2 agent and its config from a run directory or checkpoint file.
+
+    ``compile``: this machine's ``perf.compile`` for the loaded agent's planner; None: the run's own, a
+    ``true`` read as ``auto`` (the checkpoint may have moved to a machine where torch.compile cannot build).
+    """
     ckpt = resolve_checkpoint(path)
     data = load_checkpoint(ckpt)
     sig, cfg = data["signature"], data["config"]
     if cfg.get("agent", {}).get("name") != "tdmpc2":
         raise CheckpointError(f"{ckpt} is not a TD-MPC2 (agent=tdmpc2) checkpoint")
-    agent = build_tdmpc_agent(saved_settings(cfg, ckpt, OnlineSettings), tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
+    s = saved_settings(cfg, ckpt, OnlineSettings)
+    compile = ("auto" if s.perf.compile is True else s.perf.compile) if compile is None else compile
+    s = replace(s, perf=replace(s.perf, compile=compile))
+    agent = build_tdmpc_agent(s, tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
     load_weights(agent, data["agent"], ckpt)
     return agent, cfg
 
 
 def load_pjepa_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[PJEPAAgent, dict, int, Path]:
-    """A trained P-JEPA agent, its config, step and checkpoint file from a run directory or checkpoint."""
+    """A trained P-JEPA agent, its config, step and checkpoint file from a run directory or checkpoint
+    (uncompiled, whatever the run's ``perf.compile``: it is loaded to encode, not to train)."""
     ckpt = resolve_checkpoint(path)
     data = load_checkpoint(ckpt)
     cfg, sig = data["config"], data["signature"]
     if cfg.get("agent", {}).get("name", "pjepa") != "pjepa":
         raise CheckpointError(f"{ckpt} is a {cfg['agent']['name']!r} checkpoint; load it with agent.agents.factory.load_online_agent")
-    agent = build_agent(saved_settings(cfg, ckpt, RepresentationSettings), tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
+    s = saved_settings(cfg, ckpt, RepresentationSettings)
+    agent = build_agent(replace(s, perf=replace(s.perf, compile=False)), tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
     check_signature(sig, signature(cfg, tuple(sig["obs_shape"]), int(sig["action_dim"])), ckpt)
     load_weights(agent, data["agent"], ckpt)
     return agent, cfg, int(data["step"]), ckpt

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar, get_type_hints
 
-from agent.agents.compiled import COMPILE_MODES
+from agent.agents.compiled import COMPILE_CHOICES, COMPILE_MODES
 from agent.agents.update import ADAM_EPS, LR_SCHEDULES, PRECISIONS
 from agent.run.config import NON_NEGATIVE, POSITIVE, Rule, choice, integer, number
 
@@ -136,12 +136,16 @@ class RepCheckpoint(Checkpoint):
 @dataclass(frozen=True, kw_only=True)
 class Perf:
     precision: str = setting("fp32 | bf16 | auto (bf16 where the device has native bf16, else fp32): autocast of the forward passes", choice(*PRECISIONS), default="fp32")
-    compile: bool = setting("torch.compile (representation job: the update's loss; online job: the update's two losses and the planner's prior rollout and iterations)", BOOL, default=False)
-    compile_mode: str = setting("torch.compile's mode with perf.compile=true (reduce-overhead, max-autotune: CUDA graphs on a GPU)", choice(*COMPILE_MODES), default="default")
+    compile: bool | str = setting(
+        "torch.compile (representation job: the update's loss; online job: the update's two losses and the planner's prior "
+        "rollout and iterations): true | false | auto (on a CPU where inductor builds; elsewhere eager)",
+        choice(*COMPILE_CHOICES), default=False,
+    )  # fmt: skip
+    compile_mode: str = setting("torch.compile's mode when compiling (reduce-overhead, max-autotune: CUDA graphs on a GPU)", choice(*COMPILE_MODES), default="default")
 
     def problems(self) -> list[str]:
-        if self.compile_mode != "default" and not self.compile:
-            return [f"perf.compile_mode={self.compile_mode}: only perf.compile=true reads it (add perf.compile=true)"]
+        if self.compile_mode != "default" and self.compile is False:
+            return [f"perf.compile_mode={self.compile_mode}: only perf.compile=true (or auto) reads it (add perf.compile=true)"]
         return []
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from agent.agents.compiled import compile_problem, resolve_compile
 from agent.agents.factory import check_preset, to_dict
 from agent.agents.update import (
     NonFiniteLossError,
@@ -58,6 +59,8 @@ class RunSkeleton:
         resolve_device(self.s.data.device, "data.device")  # where the buffer stores: checked before any work
         self.precision = resolve_precision(self.s.perf.precision, self.device)  # fp32 | bf16: what this run computes in
         self.log_precision()
+        self.compiles = resolve_compile(self.s.perf.compile, self.device)  # probed here, before any work (true: raises where it cannot build)
+        self.log_compile()
         if self.s.threads is not None:
             torch.set_num_threads(self.s.threads)
         seed_everything(self.s.seed)
@@ -75,6 +78,17 @@ class RunSkeleton:
                 "perf.precision=bf16, but %s has no native bf16 (CPU: avx512_bf16 or AMX; GPU: Ampere or newer): "
                 "autocast is emulated there and can be many times slower than perf.precision=fp32 (or auto)", self.device,
             )  # fmt: skip
+
+    def log_compile(self) -> None:
+        """Say what ``perf.compile=auto`` resolved to, and why a run stays eager."""
+        if self.s.perf.compile != "auto":
+            return
+        if self.compiles:
+            log.info("perf.compile=auto: compiled on %s", self.device)
+        elif self.device.type == "cpu":
+            log.warning("perf.compile=auto: eager on %s, torch.compile cannot build here (%s)", self.device, compile_problem(self.device))
+        else:
+            log.info("perf.compile=auto: eager on %s (auto compiles on a CPU only until the compiled CUDA tests have run on a GPU; perf.compile=true compiles)", self.device)
 
     # ------------------------------------------------------------------ job hooks
     def job_state(self) -> dict:
