@@ -58,7 +58,7 @@ def main(cfg: DictConfig) -> dict:
         # or perf.compile=true where torch.compile cannot build is an error
         check_keys(plain, to_dict(base), f"agent={name}")
         s = load_settings(plain)
-        resolve_compile(s.perf.compile, resolve_device(s.device))
+        resolve_compile(s.perf.compile, resolve_device(s.device), s.perf.compile_mode)
     except (ValueError, RuntimeError) as err:
         write_status(run_dir, "failed", reason=f"config: {err}")
         stop(err, hydra_cfg.mode)

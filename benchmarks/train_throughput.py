@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def config(preset: str, batch: int, device: str):
     """``preset`` is a model preset name, optionally followed by space-separated Hydra overrides (eager
-    unless they say ``perf.compile=true``: the job's default, auto, would compile on a CPU with a C++ compiler)."""
+    unless they say ``perf.compile=true`` or ``auto``: the baseline stays eager whatever the job's default)."""
     name, *extra = preset.split()
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         return compose("config", overrides=[f"model={name}", f"batch_size={batch}", f"device={device}", "perf.compile=false", *extra])

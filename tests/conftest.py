@@ -16,7 +16,7 @@ TINY = [  # both jobs
     "log.every=3",
     "log.progress=false",
     "log.tensorboard=false",
-    "perf.compile=false",  # the jobs' default (auto) compiles on a CPU with a C++ compiler: ~1 min a run; tests that compile say so
+    "perf.compile=false",  # the online job's default (auto) compiles on a CPU with a C++ compiler: ~1 min a run; tests that compile say so
 ]
 TINY_PJEPA = [  # the representation job's own settings
     "steps=12",
@@ -42,3 +42,12 @@ def compose_cfg(*overrides: str):
 @pytest.fixture
 def tiny_cfg():
     return compose_cfg
+
+
+@pytest.fixture
+def compile_builds(monkeypatch):
+    """For tests that stand in for ``torch.compile``: the probe says inductor builds here, on any machine,
+    without compiling (``perf.compile=true`` would otherwise probe with the real one)."""
+    import agent.agents.compiled
+
+    monkeypatch.setattr(agent.agents.compiled, "_probe", lambda device: None)

@@ -204,6 +204,7 @@ def test_a_saved_config_is_converted_like_a_new_one(tiny_cfg, tmp_path):
     filled = saved_settings(old["config"], tmp_path / "old.pt", RepresentationSettings)
     # what the code did before those settings existed, not the counting recipe's tuned values (step, bf16)
     assert (filled.optim.schedule, filled.optim.drop_at, filled.perf.precision) == ("constant", None, "fp32")
+    assert filled.perf.compile is False  # the job's default (load_pjepa_agent loads eager anyway)
     data["config"]["optim"]["lr"] = -1.0  # a value out of range is never replaced
     save_checkpoint(tmp_path / "bad.pt", data)
     with pytest.raises(CheckpointError, match=r"(?s)does not convert.*optim.lr=-1.0: must be"):

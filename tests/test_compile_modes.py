@@ -1,5 +1,6 @@
 """``perf.compile_mode``: the mode reaches ``torch.compile``, and under CUDA graphs nothing a caller holds
-is read after the graphs' memory pool was reused. No compiling: ``torch.compile`` is replaced by stand-ins."""
+is read after the graphs' memory pool was reused. No compiling: ``torch.compile`` is replaced by stand-ins
+(and the probe of ``perf.compile=true`` says it builds)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from agent.agents.factory import build_tdmpc_agent
 from agent.agents.update import NonFiniteLossError
 from tests.conftest import compose_cfg
 from tests.test_perf_switches import ONLINE, _agents, _batch
+
+pytestmark = pytest.mark.usefixtures("compile_builds")
 
 
 class GraphPool:

@@ -87,7 +87,7 @@ def test_the_main_job_runs_the_counting_recipe_and_the_online_agent_does_not():
 def test_model_1m_is_tdmpc2s_1m_size_with_two_q_heads():
     """TD-MPC2's MODEL_SIZE gives its 1M model 2 Q heads and 5 from 5M up (configs/size/tdmpc2/1m.yaml)."""
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        one = compose("config", overrides=["agent=tdmpc2", "task=dmc/walker-walk", "model=1m"])
+        one = compose("config", overrides=["agent=tdmpc2", "task=dmc/walker-walk", "model=1m", "perf.compile=false"])
         five = compose("config", overrides=["agent=tdmpc2", "task=dmc/walker-walk", "model=5m"])
         mine = compose("config", overrides=["agent=tdmpc2", "task=dmc/walker-walk", "model=1m", "agent.num_q=4"])
         rep = compose("config", overrides=["task=counting", "model=1m"])

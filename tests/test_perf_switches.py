@@ -211,7 +211,7 @@ def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
     assert fast.act(batch["obs"][0, :2]).shape == (2, 6)  # planning runs end to end on the switch
 
 
-def test_a_deep_copy_of_a_compiled_agent_trains_and_plans_itself(monkeypatch):
+def test_a_deep_copy_of_a_compiled_agent_trains_and_plans_itself(monkeypatch, compile_builds):
     """The compiled losses and value rollout are stored unbound and called with the agent (planner), so a
     deep copy runs them on its own weights. ``torch.compile`` is replaced by a wrapper of what it is given
     (what it returns: a new function around it), so no compiling is needed to check the wiring."""

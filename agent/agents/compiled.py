@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,51 +12,61 @@ import torch
 from torch import Tensor
 
 # perf.compile: auto compiles where it is checked and builds: on a CPU whose C++ compiler inductor can use
-# (learning checks: docs/results.md sections 28 and 29); on a GPU it stays eager until the compiled CUDA
-# tests (tests/test_cuda.py) have run on one
+# (learning checks: docs/results.md sections 26, 28-30); on a GPU it stays eager until the compiled CUDA tests
+# (tests/test_cuda.py) have run on one. The online job's default; the representation job's is false (section 30)
 COMPILE_CHOICES = (True, False, "auto")
 _TORCH_COMPILE = torch.compile  # the probe tries the real one, also where a test stands in for it
 
 
 def compile_problem(device: str | torch.device) -> str | None:
     """None where ``torch.compile`` (inductor) builds and runs a small function on ``device``, else why not
-    (e.g. no working C++ compiler for a CPU, no Triton for a GPU). Probed once per device and process:
-    a few seconds with inductor's cache warm, tens on a first run."""
+    (e.g. no working C++ compiler for a CPU, no Triton for a GPU). Probed once per device and process, with
+    a kernel no cache holds (a cached one would need no compiler): ~8 s on 2 cores, inductor's imports included
+    (most of which a compiling run pays anyway), ~25 s with an empty inductor cache."""
     return _probe(str(torch.device(device)))
 
 
 @functools.cache
 def _probe(device: str) -> str | None:
+    unique = float(time.time_ns() % 999_983 + 1)  # baked into the kernel's source: never a cache hit
+
     def small(x: Tensor) -> Tensor:
-        return torch.nn.functional.mish(x) * 2 + 1
+        return torch.nn.functional.mish(x) * unique + 1
 
     try:
-        _TORCH_COMPILE(small, dynamic=False)(torch.ones(8, device=device))
+        with torch._inductor.config.patch(fx_graph_cache=False):
+            _TORCH_COMPILE(small, dynamic=False)(torch.ones(8, device=device))
     except RuntimeError as err:  # dynamo's BackendCompilerFailed around inductor's InvalidCxxCompiler, CppCompileError, ...
-        lines = str(err).strip().splitlines()
-        return f"{type(err).__name__}: {lines[0] if lines else ''}"
+        inner = getattr(err, "inner_exception", None) or err
+        lines = str(inner).strip().splitlines()
+        return f"{type(inner).__name__}: {lines[0] if lines else ''}"
     return None
 
 
-def resolve_compile(compile: bool | str, device: str | torch.device) -> bool:
+def resolve_compile(asked: bool | str, device: str | torch.device, mode: str = "default") -> bool:
     """Whether a run compiles: ``True`` / ``False`` as asked; ``auto``: on a CPU where :func:`compile_problem`
     finds none, never on another device (see :data:`COMPILE_CHOICES`).
 
     Raises:
-        ValueError: ``compile`` is not one of :data:`COMPILE_CHOICES`, or it is ``True`` where ``torch.compile``
-            cannot build (before any work, with the reason and the way out).
+        ValueError: before any work, naming the way out: ``asked`` is not one of :data:`COMPILE_CHOICES`;
+            it is ``True`` where ``torch.compile`` cannot build; or the run is eager while ``mode`` (``perf.compile_mode``)
+            is not the default, which it would then ignore.
     """
-    if not any(compile == c and type(compile) is type(c) for c in COMPILE_CHOICES):
-        raise ValueError(f"unknown compile setting {compile!r}; expected one of {COMPILE_CHOICES}")
-    if compile is False:
-        return False
+    if not any(asked == c and type(asked) is type(c) for c in COMPILE_CHOICES):
+        raise ValueError(f"unknown compile setting {asked!r}; expected one of {COMPILE_CHOICES}")
+    check_compile_mode(mode)
     dev = torch.device(device)
-    if compile == "auto":
-        return dev.type == "cpu" and compile_problem(dev) is None
-    problem = compile_problem(dev)
-    if problem is not None:
-        raise ValueError(f"perf.compile=true, but torch.compile cannot build on {dev} ({problem}); use perf.compile=auto or false")
-    return True
+    if asked is True:
+        problem = compile_problem(dev)
+        if problem is not None:
+            raise ValueError(f"perf.compile=true, but torch.compile cannot build on {dev} ({problem}); use perf.compile=auto or false")
+        return True
+    compiles = asked == "auto" and dev.type == "cpu" and compile_problem(dev) is None
+    if not compiles and mode != "default":
+        why = "perf.compile=false" if asked is False else f"perf.compile=auto is eager on {dev}"
+        raise ValueError(f"perf.compile_mode={mode} would be ignored: {why}; add perf.compile=true to compile in that mode")
+    return compiles
+
 
 # inductor's modes; reduce-overhead and max-autotune also record CUDA graphs (a CPU graph runs without them)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")

@@ -89,7 +89,7 @@ def settings_of(cfg: Any, job: type[Settings]) -> Settings:
     return s
 
 
-def update_config(cfg: Any, device: str | torch.device = "cpu") -> UpdateConfig:
+def update_config(cfg: Any, device: str | torch.device) -> UpdateConfig:
     """The :class:`UpdateConfig` of a representation-job config (or its settings) on ``device``: ``auto``
     precision and compile resolved once, so the hot code gets fp32 | bf16 and compiles or not."""
     s = settings_of(cfg, RepresentationSettings)
@@ -99,7 +99,7 @@ def update_config(cfg: Any, device: str | torch.device = "cpu") -> UpdateConfig:
         routing=s.routing, detach_target=s.detach_target, rho=s.rho, loss_scales=dict(s.loss_scales),
         lr=o.lr, eps=o.eps, enc_lr_scale=o.enc_lr_scale, grad_clip=o.grad_clip,
         probe=p.enabled, probe_lr=p.lr, probe_batch=p.batch_size,
-        precision=resolve_precision(s.perf.precision, dev), channels_last=s.perf.channels_last, compile=resolve_compile(s.perf.compile, dev),
+        precision=resolve_precision(s.perf.precision, dev), channels_last=s.perf.channels_last, compile=resolve_compile(s.perf.compile, dev, s.perf.compile_mode),
         compile_mode=s.perf.compile_mode,
     )  # fmt: skip
 
@@ -163,7 +163,7 @@ def build_tdmpc_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, dev
         discount=discount_from_episode_length(episode_length(s.task)),
         lr=s.optim.lr, eps=s.optim.eps, enc_lr_scale=a.enc_lr_scale, grad_clip=s.optim.grad_clip,
         pi_lr=a.pi_lr, entropy_coef=a.entropy_coef, tau=a.tau, compile_mode=s.perf.compile_mode,
-        compile=resolve_compile(s.perf.compile, torch.device(device)),  # auto, once: hot code compiles or not
+        compile=resolve_compile(s.perf.compile, torch.device(device), s.perf.compile_mode),  # auto, once: hot code compiles or not
         precision=resolve_precision(s.perf.precision, torch.device(device)),  # and gets fp32 | bf16
     )  # fmt: skip
     planner = MPPIConfig(horizon=a.horizon, gamma=update.discount, **asdict(a.planner))
@@ -246,11 +246,12 @@ def load_weights(agent: torch.nn.Module, state: dict, ckpt: Path) -> None:
         raise CheckpointError(f"weights in {ckpt} do not fit its config: {err}") from err
 
 
-def load_online_agent(path: str | Path, device: str | torch.device = "cpu", compile: bool | str | None = None) -> tuple[TDMPCAgent, dict]:
+def load_online_agent(path: str | Path, device: str | torch.device = "cpu", perf_compile: bool | str | None = None) -> tuple[TDMPCAgent, dict]:
     """A trained TD-MPC2 agent and its config from a run directory or checkpoint file.
 
-    ``compile``: this machine's ``perf.compile`` for the loaded agent's planner; None: the run's own, a
-    ``true`` read as ``auto`` (the checkpoint may have moved to a machine where torch.compile cannot build).
+    ``perf_compile``: this machine's ``perf.compile`` for the loaded agent's planner; None: the run's own
+    (``auto`` for runs saved before the setting existed, today's default), a ``true`` read as ``auto``
+    (the checkpoint may have moved to a machine where torch.compile cannot build), in the default mode.
     """
     ckpt = resolve_checkpoint(path)
     data = load_checkpoint(ckpt)
@@ -258,8 +259,8 @@ def load_online_agent(path: str | Path, device: str | torch.device = "cpu", comp
     if cfg.get("agent", {}).get("name") != "tdmpc2":
         raise CheckpointError(f"{ckpt} is not a TD-MPC2 (agent=tdmpc2) checkpoint")
     s = saved_settings(cfg, ckpt, OnlineSettings)
-    compile = ("auto" if s.perf.compile is True else s.perf.compile) if compile is None else compile
-    s = replace(s, perf=replace(s.perf, compile=compile))
+    asked = ("auto" if s.perf.compile is True else s.perf.compile) if perf_compile is None else perf_compile
+    s = replace(s, perf=replace(s.perf, compile=asked, compile_mode="default"))
     agent = build_tdmpc_agent(s, tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
     load_weights(agent, data["agent"], ckpt)
     return agent, cfg
@@ -274,7 +275,7 @@ def load_pjepa_agent(path: str | Path, device: str | torch.device = "cpu") -> tu
     if cfg.get("agent", {}).get("name", "pjepa") != "pjepa":
         raise CheckpointError(f"{ckpt} is a {cfg['agent']['name']!r} checkpoint; load it with agent.agents.factory.load_online_agent")
     s = saved_settings(cfg, ckpt, RepresentationSettings)
-    agent = build_agent(replace(s, perf=replace(s.perf, compile=False)), tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
+    agent = build_agent(replace(s, perf=replace(s.perf, compile=False, compile_mode="default")), tuple(sig["obs_shape"]), int(sig["action_dim"]), device)
     check_signature(sig, signature(cfg, tuple(sig["obs_shape"]), int(sig["action_dim"])), ckpt)
     load_weights(agent, data["agent"], ckpt)
     return agent, cfg, int(data["step"]), ckpt

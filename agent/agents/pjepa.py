@@ -69,6 +69,8 @@ class UpdateConfig:
         check_routing(self.routing)
         check_precision(self.precision)
         check_compile_mode(self.compile_mode)
+        if not isinstance(self.compile, bool):  # resolved before: perf.compile=auto is the builders' to decide
+            raise ValueError(f"compile must be True or False here, got {self.compile!r} (resolve auto with agent.agents.compiled.resolve_compile)")
         unknown = set(self.loss_scales) - {"dyn", "aux"}
         if unknown or "dyn" not in self.loss_scales:
             raise ValueError(f"loss_scales must have keys 'dyn' (and 'aux'), got {sorted(self.loss_scales)}")

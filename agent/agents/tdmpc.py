@@ -68,6 +68,8 @@ class TDMPCConfig:
         check_routing(self.routing)
         check_precision(self.precision)
         check_compile_mode(self.compile_mode)
+        if not isinstance(self.compile, bool):  # resolved before: perf.compile=auto is the builders' to decide
+            raise ValueError(f"compile must be True or False here, got {self.compile!r} (resolve auto with agent.agents.compiled.resolve_compile)")
         if set(self.loss_scales) != set(TERMS):
             raise ValueError(f"loss_scales must have exactly the keys {TERMS}, got {sorted(self.loss_scales)}")
         if not 0 < self.discount <= 1 or not 0 < self.tau <= 1:

@@ -59,10 +59,10 @@ class RunSkeleton:
         resolve_device(self.s.data.device, "data.device")  # where the buffer stores: checked before any work
         self.precision = resolve_precision(self.s.perf.precision, self.device)  # fp32 | bf16: what this run computes in
         self.log_precision()
-        self.compiles = resolve_compile(self.s.perf.compile, self.device)  # probed here, before any work (true: raises where it cannot build)
-        self.log_compile()
         if self.s.threads is not None:
             torch.set_num_threads(self.s.threads)
+        self.compiles = resolve_compile(self.s.perf.compile, self.device, self.s.perf.compile_mode)  # probed before any work
+        self.log_compile()
         seed_everything(self.s.seed)
         self.checkpointer = Checkpointer(self.ckpt_dir, self.s.checkpoint.keep)
         self.step = 0
@@ -108,7 +108,7 @@ class RunSkeleton:
             raise self.stopped(err) from err
         payload = {
             "step": self.step, "agent": state, "optim": self.agent.optim_state(), "signature": self.signature,
-            "config": self.cfg, "precision": self.precision, "rng": rng_state(), **self.job_state(),
+            "config": self.cfg, "precision": self.precision, "compiled": self.compiles, "rng": rng_state(), **self.job_state(),
         }  # fmt: skip
         return self.checkpointer.save(self.step, payload)
 
@@ -127,6 +127,12 @@ class RunSkeleton:
         saved = data.get("precision")  # absent in checkpoints from before perf.precision=auto
         if saved is not None and saved != self.precision:
             log.warning("the checkpoint trained in %s; this run goes on in %s (perf.precision=%s on %s)", saved, self.precision, self.s.perf.precision, self.device)
+        was = data.get("compiled")  # absent in checkpoints from before perf.compile=auto
+        if was is not None and was != self.compiles:
+            log.warning(
+                "the checkpoint trained %s; this run goes on %s (perf.compile=%s on %s): same maths, other rounding",
+                *(("compiled", "eager") if was else ("eager", "compiled")), self.s.perf.compile, self.device,
+            )  # fmt: skip
         self.agent.load_state_dict(data["agent"])
         self.agent.load_optim_state(data["optim"])
         self.step = int(data["step"])
