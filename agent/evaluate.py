@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         agent, cfg = load_online_agent(source, args.get("device", "cpu"), None if asked is None else COMPILE[asked.lower()])
     except ValueError as err:  # compile=true where torch.compile cannot build
-        raise SystemExit(str(err)) from err
+        raise SystemExit(f"{err} (here: compile=auto or compile=false)") from err
     seed_everything(int(cfg["seed"]))
     env = make_env(cfg, num_envs=1, seed=int(cfg["seed"]) + 20_000, device="cpu")
     obs_key = obs_info(env)[0]
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
         "planner": evaluate(agent, env, obs_key, episodes, use_planner=True, frames=frames, success=success),
         "policy_prior": evaluate(agent, env, obs_key, episodes, use_planner=False, success=success),
         "task": cfg["task"]["name"],
+        "compiled": agent.cfg.compile,  # what compile (or the run's perf.compile) resolved to here
     }
     print(json.dumps(result, indent=2))  # first: a write that fails below loses nothing
     out = Path(args.get("out") or (source if Path(source).is_dir() else Path(source).parent.parent))

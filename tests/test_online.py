@@ -57,6 +57,7 @@ def test_eval_cli_writes_json_and_video(tmp_path):
     out = run(["-m", "agent.evaluate"], f"run_dir={tmp_path}", "episodes=3")
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["compiled"] is False  # the run's perf.compile=false
     for mode in ("planner", "policy_prior"):
         assert result[mode]["episodes"] == 3 and 0 <= result[mode]["success_rate"] <= 1
         assert len(result[mode]["returns"]) == 3 and result[mode]["return_mean"] == pytest.approx(sum(result[mode]["returns"]) / 3)

@@ -63,6 +63,8 @@ class RunSkeleton:
             torch.set_num_threads(self.s.threads)
         self.compiles = resolve_compile(self.s.perf.compile, self.device, self.s.perf.compile_mode)  # probed before any work
         self.log_compile()
+        if self.compiles:  # a sweep's jobs in one process (-m, the basic launcher): dynamo's caches and recompile
+            torch._dynamo.reset()  # limit start from nothing for each job, as in a process of its own
         seed_everything(self.s.seed)
         self.checkpointer = Checkpointer(self.ckpt_dir, self.s.checkpoint.keep)
         self.step = 0
@@ -131,7 +133,7 @@ class RunSkeleton:
         if was is not None and was != self.compiles:
             log.warning(
                 "the checkpoint trained %s; this run goes on %s (perf.compile=%s on %s): same maths, other rounding",
-                *(("compiled", "eager") if was else ("eager", "compiled")), self.s.perf.compile, self.device,
+                *(("compiled", "eager") if was else ("eager", "compiled")), str(self.s.perf.compile).lower(), self.device,
             )  # fmt: skip
         self.agent.load_state_dict(data["agent"])
         self.agent.load_optim_state(data["optim"])
