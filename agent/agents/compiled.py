@@ -78,6 +78,14 @@ def check_compile_mode(mode: str) -> None:
         raise ValueError(f"unknown compile mode {mode!r}; expected one of {COMPILE_MODES}")
 
 
+def check_compile(compile: bool, mode: str) -> None:
+    """An agent config's resolved switch and mode: ``compile`` a bool (``perf.compile=auto`` is resolved before,
+    by :func:`resolve_compile`), ``mode`` one of :data:`COMPILE_MODES`; else ``ValueError``."""
+    check_compile_mode(mode)
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile must be True or False here, got {compile!r} (resolve auto with agent.agents.compiled.resolve_compile)")
+
+
 def uses_cuda_graphs(mode: str) -> bool:
     """Whether ``mode`` records CUDA graphs (on a GPU; inductor skips them for CPU graphs)."""
     check_compile_mode(mode)

@@ -9,7 +9,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from agent.agents.compiled import check_compile_mode, compiled
+from agent.agents.compiled import check_compile, compiled
 from agent.agents.update import (
     ADAM_EPS,
     adam,
@@ -68,9 +68,7 @@ class UpdateConfig:
     def __post_init__(self) -> None:
         check_routing(self.routing)
         check_precision(self.precision)
-        check_compile_mode(self.compile_mode)
-        if not isinstance(self.compile, bool):  # resolved before: perf.compile=auto is the builders' to decide
-            raise ValueError(f"compile must be True or False here, got {self.compile!r} (resolve auto with agent.agents.compiled.resolve_compile)")
+        check_compile(self.compile, self.compile_mode)
         unknown = set(self.loss_scales) - {"dyn", "aux"}
         if unknown or "dyn" not in self.loss_scales:
             raise ValueError(f"loss_scales must have keys 'dyn' (and 'aux'), got {sorted(self.loss_scales)}")

@@ -8,7 +8,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from agent.agents.compiled import check_compile_mode, compiled
+from agent.agents.compiled import check_compile, compiled
 from agent.agents.update import (
     ADAM_EPS,
     adam,
@@ -67,9 +67,7 @@ class TDMPCConfig:
     def __post_init__(self) -> None:
         check_routing(self.routing)
         check_precision(self.precision)
-        check_compile_mode(self.compile_mode)
-        if not isinstance(self.compile, bool):  # resolved before: perf.compile=auto is the builders' to decide
-            raise ValueError(f"compile must be True or False here, got {self.compile!r} (resolve auto with agent.agents.compiled.resolve_compile)")
+        check_compile(self.compile, self.compile_mode)
         if set(self.loss_scales) != set(TERMS):
             raise ValueError(f"loss_scales must have exactly the keys {TERMS}, got {sorted(self.loss_scales)}")
         if not 0 < self.discount <= 1 or not 0 < self.tau <= 1:
