@@ -27,9 +27,12 @@ SWITCHES = {  # precision named in every row: the agent's default (auto) is not 
     "bf16": ["perf.precision=bf16"],
     "compile": ["perf.compile=true", "perf.precision=fp32"],
     "compile+bf16": ["perf.compile=true", "perf.precision=bf16"],
+    "compile+bf16+fused": ["perf.compile=true", "perf.precision=bf16", "perf.fused_adam=true"],  # Adam's fused kernel
     # CUDA graphs on a GPU (inductor's reduce-overhead mode); on a CPU the same graphs as "compile"
     "cudagraphs": ["perf.compile=true", "perf.compile_mode=reduce-overhead", "perf.precision=fp32"],
     "cudagraphs+bf16": ["perf.compile=true", "perf.compile_mode=reduce-overhead", "perf.precision=bf16"],
+    # inductor's C++ GEMM templates (AMX micro-kernels in bf16) autotuned against torch's products
+    "autotune+bf16": ["perf.compile=true", "perf.compile_mode=max-autotune-no-cudagraphs", "perf.precision=bf16"],
 }
 
 

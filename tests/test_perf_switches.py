@@ -38,6 +38,7 @@ def _agents(*overrides: str):
     "overrides, rtol",
     [
         (("perf.channels_last=true",), 1e-4), (("perf.precision=bf16",), 0.05), (("perf.precision=bf16", "perf.channels_last=true"), 0.05),
+        (("perf.fused_adam=true",), 1e-5),
         pytest.param(("perf.compile=true",), 1e-4, marks=pytest.mark.slow),  # compiles forward and backward (~40 s)
         pytest.param(("perf.compile=true", "perf.precision=bf16", "perf.channels_last=true"), 0.05, marks=pytest.mark.slow),
     ],
@@ -59,6 +60,15 @@ def test_fast_paths_match_fp32_losses_and_updates(overrides, rtol):
             d_base, d_fast = (base.state_dict()[name] - p0).flatten(), (fast.state_dict()[name] - p0).flatten()
             if d_base.norm() > 0:
                 assert torch.nn.functional.cosine_similarity(d_base, d_fast, dim=0) > 0.9, name
+    _fused_adam_took_effect(base, fast, "perf.fused_adam=true" in overrides, [fast.optim, fast.probe_optim])
+
+
+def _fused_adam_took_effect(base, fast, fused: bool, optims: list) -> None:
+    """The switch reached every optimiser; fused, the step moved the weights as the multi-tensor form's did."""
+    assert all(bool(o.defaults["fused"]) is fused for o in optims)
+    if fused:
+        for name, p in base.state_dict().items():
+            torch.testing.assert_close(fast.state_dict()[name], p, rtol=1e-5, atol=1e-6)
 
 
 def test_channels_last_weights_and_fp32_state():
@@ -153,6 +163,7 @@ def _online_agents(*overrides: str):
     "overrides, rtol",
     [
         (("perf.precision=bf16",), 0.05),
+        (("perf.fused_adam=true",), 1e-5),
         pytest.param(("perf.compile=true",), 1e-4, marks=pytest.mark.slow),  # compiles both losses and the rollout (~1 min)
     ],
 )  # fmt: skip
@@ -203,6 +214,7 @@ def test_online_fast_paths_match_fp32_losses_and_plan_values(overrides, rtol):
             if d_base.norm() > 0:
                 assert torch.nn.functional.cosine_similarity(d_base, d_fast, dim=0) > 0.9, name
     assert all(s["exp_avg"].dtype == torch.float32 for s in fast.optim.state.values())
+    _fused_adam_took_effect(base, fast, "perf.fused_adam=true" in overrides, [fast.optim, fast.pi_optim])
     losses = [fast._wm_losses is not TDMPCAgent.wm_losses, fast._pi_loss is not TDMPCAgent.pi_loss]  # compiled: wrappers
     assert all(losses) == fast.cfg.compile and base._wm_losses is TDMPCAgent.wm_losses and base._pi_loss is TDMPCAgent.pi_loss
     planners = [(p._iterate is not MPPI.iterate, p._policy_actions is not MPPI.policy_actions) for p in (fast.planner, fast.eval_planner)]

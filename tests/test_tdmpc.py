@@ -158,6 +158,43 @@ def test_adam_is_the_multi_tensor_form_with_the_loops_numbers_and_keeps_it_on_re
     assert resumed.param_groups[0]["foreach"] is True
 
 
+def test_fused_adam_is_the_multi_tensor_forms_maths_deterministic_and_resumes_either_way():
+    """``adam(fused=True)``: torch's fused kernel, the multi-tensor form's numbers up to rounding over
+    many steps, the same numbers on every run, and a checkpoint of one form resumes in the other
+    (each keeps its own kernel; the moments and step counts carry over)."""
+    from agent.agents.update import adam, load_optimizer
+
+    torch.manual_seed(0)
+    start = [torch.randn(50, 7), torch.randn(7), torch.randn(3, 3)]
+    grads = [[torch.randn_like(t) for t in start] for _ in range(20)]
+
+    def run(fused: bool, steps: list, params=None, opt=None):
+        params = params or [torch.nn.Parameter(t.clone()) for t in start]
+        opt = opt or adam(params, 1e-2, 1e-8, fused=fused)
+        for g in steps:
+            for p, gg in zip(params, g):
+                p.grad = gg.clone()
+            opt.step()
+        return params, opt
+
+    foreach, f_opt = run(False, grads)
+    fused, u_opt = run(True, grads)
+    assert u_opt.defaults["fused"] and not f_opt.defaults["fused"]
+    assert not any(torch.equal(a, t) for a, t in zip(fused, start))  # the steps moved every tensor
+    for a, b in zip(fused, foreach):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(fused, run(True, grads)[0]))  # deterministic
+    for saved, other in ((False, True), (True, False)):  # 10 steps in one form, 10 more in the other
+        params, opt = run(saved, grads[:10])
+        resumed = adam([torch.nn.Parameter(p.detach().clone()) for p in params], 1e-2, fused=other)
+        load_optimizer(resumed, opt.state_dict())
+        group = resumed.param_groups[0]
+        assert bool(group["fused"]) is other and bool(group["foreach"]) is not other  # its own kernel, not the saved one
+        ended, _ = run(other, grads[10:], resumed.param_groups[0]["params"], resumed)
+        for a, b in zip(ended, foreach):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_eval_planning_leaves_the_training_planner_alone():
     agent = make_agent()
     obs = torch.randn(2, *OBS)

@@ -100,7 +100,7 @@ def update_config(cfg: Any, device: str | torch.device) -> UpdateConfig:
         lr=o.lr, eps=o.eps, enc_lr_scale=o.enc_lr_scale, grad_clip=o.grad_clip,
         probe=p.enabled, probe_lr=p.lr, probe_batch=p.batch_size,
         precision=resolve_precision(s.perf.precision, dev), channels_last=s.perf.channels_last, compile=resolve_compile(s.perf.compile, dev, s.perf.compile_mode),
-        compile_mode=s.perf.compile_mode,
+        compile_mode=s.perf.compile_mode, fused_adam=s.perf.fused_adam,
     )  # fmt: skip
 
 
@@ -162,7 +162,7 @@ def build_tdmpc_agent(cfg: Any, obs_shape: tuple[int, ...], action_dim: int, dev
         loss_scales=dict(a.loss_scales), routing=s.routing, detach_target=s.detach_target, rho=s.rho,
         discount=discount_from_episode_length(episode_length(s.task)),
         lr=s.optim.lr, eps=s.optim.eps, enc_lr_scale=a.enc_lr_scale, grad_clip=s.optim.grad_clip,
-        pi_lr=a.pi_lr, entropy_coef=a.entropy_coef, tau=a.tau, compile_mode=s.perf.compile_mode,
+        pi_lr=a.pi_lr, entropy_coef=a.entropy_coef, tau=a.tau, compile_mode=s.perf.compile_mode, fused_adam=s.perf.fused_adam,
         compile=resolve_compile(s.perf.compile, torch.device(device), s.perf.compile_mode),  # auto, once: hot code compiles or not
         precision=resolve_precision(s.perf.precision, torch.device(device)),  # and gets fp32 | bf16
     )  # fmt: skip

@@ -47,6 +47,7 @@ class UpdateConfig:
         compile: run the loss (forward and backward) through ``torch.compile`` (inductor; the first
             update compiles, ~40 s on 2 CPU cores); same maths up to kernel rounding.
         compile_mode: ``torch.compile``'s mode with ``compile`` (:data:`agent.agents.compiled.COMPILE_MODES`).
+        fused_adam: the optimisers' fused Adam kernel instead of the multi-tensor form (see :func:`adam`).
     """
 
     routing: str = "joint"
@@ -64,6 +65,7 @@ class UpdateConfig:
     channels_last: bool = False
     compile: bool = False
     compile_mode: str = "default"
+    fused_adam: bool = False
 
     def __post_init__(self) -> None:
         check_routing(self.routing)
@@ -92,9 +94,9 @@ class PJEPAAgent(nn.Module):
         trainable = [p for p in aux.parameters() if p.requires_grad]
         if trainable:
             groups.append({"params": trainable})
-        self.optim = adam(groups, cfg.lr, cfg.eps)
+        self.optim = adam(groups, cfg.lr, cfg.eps, fused=cfg.fused_adam)
         self._base_lrs = [g["lr"] for g in self.optim.param_groups]  # what set_lr_scale multiplies
-        self.probe_optim = adam(self.probe.parameters(), cfg.probe_lr) if self.probe else None
+        self.probe_optim = adam(self.probe.parameters(), cfg.probe_lr, fused=cfg.fused_adam) if self.probe else None
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)  # 4-D conv weights only; the rest is unchanged
         # compiled once per agent when asked; unbound, so a deep copy of the agent runs it on itself

@@ -44,6 +44,8 @@ class TDMPCConfig:
             update (~30-60 s on 2 CPU cores); the same maths up to kernel rounding.
         compile_mode: ``torch.compile``'s mode with ``compile`` (:data:`agent.agents.compiled.COMPILE_MODES`;
             ``reduce-overhead`` records CUDA graphs on a GPU, see :func:`agent.agents.compiled.compiled`).
+        fused_adam: both optimisers' fused Adam kernel instead of the multi-tensor form
+            (see :func:`agent.agents.update.adam`).
     """
 
     loss_scales: dict[str, float] = field(
@@ -63,6 +65,7 @@ class TDMPCConfig:
     precision: str = "fp32"
     compile: bool = False
     compile_mode: str = "default"
+    fused_adam: bool = False
 
     def __post_init__(self) -> None:
         check_routing(self.routing)
@@ -90,8 +93,8 @@ class TDMPCAgent(nn.Module):
         aux_params = [p for p in aux.parameters() if p.requires_grad]
         if aux_params:
             wm_params.append({"params": aux_params})
-        self.optim = adam(wm_params, cfg.lr, cfg.eps)
-        self.pi_optim = adam(model.policy.parameters(), cfg.pi_lr, eps=1e-5)
+        self.optim = adam(wm_params, cfg.lr, cfg.eps, fused=cfg.fused_adam)
+        self.pi_optim = adam(model.policy.parameters(), cfg.pi_lr, eps=1e-5, fused=cfg.fused_adam)
         compile_plan = partial(compiled, mode=cfg.compile_mode) if cfg.compile else None
         self.planner = MPPI(model, planner, seed=seed, compile=compile_plan)
         self.eval_planner = MPPI(model, planner, seed=seed + 1, compile=compile_plan)  # evaluation never disturbs training's warm start

@@ -142,6 +142,7 @@ class Perf:
         choice(*COMPILE_CHOICES), default=False,
     )  # fmt: skip
     compile_mode: str = setting("torch.compile's mode when compiling (reduce-overhead, max-autotune: CUDA graphs on a GPU)", choice(*COMPILE_MODES), default="default")
+    fused_adam: bool = setting("Adam's fused kernel (CPU and CUDA) instead of its multi-tensor form: the same maths, rounded differently", BOOL, default=False)
 
     def problems(self) -> list[str]:
         if self.compile_mode != "default" and self.compile is False:
