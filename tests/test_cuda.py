@@ -73,6 +73,31 @@ def test_online_agent_plans_on_cuda(tmp_path):
 
 
 @cuda
+def test_fused_adam_on_cuda_steps_as_the_multi_tensor_form():
+    """``perf.fused_adam`` on a GPU: torch's CUDA fused kernel, two updates' weights as the foreach form's."""
+    from agent.agents.factory import build_tdmpc_agent
+    from tests.conftest import compose_cfg
+
+    online = ("agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=small", "perf.precision=fp32", "device=cuda")
+    torch.manual_seed(0)
+    base = build_tdmpc_agent(compose_cfg(*online), (24,), 6, "cuda")
+    fast = build_tdmpc_agent(compose_cfg(*online, "perf.fused_adam=true"), (24,), 6, "cuda")
+    fast.load_state_dict(base.state_dict())
+    assert fast.optim.defaults["fused"] and fast.pi_optim.defaults["fused"]
+    g = torch.Generator(device="cuda").manual_seed(1)
+    batch = {
+        "obs": torch.randn(4, 64, 24, generator=g, device="cuda"), "action": torch.rand(3, 64, 6, generator=g, device="cuda") * 2 - 1,
+        "reward": torch.rand(3, 64, 1, generator=g, device="cuda"), "terminated": torch.zeros(3, 64, 1, device="cuda"),
+    }  # fmt: skip
+    for step in range(2):
+        for agent in (base, fast):
+            torch.manual_seed(5 + step)
+            agent.update(batch)
+    for name, p in base.state_dict().items():
+        torch.testing.assert_close(fast.state_dict()[name], p, rtol=1e-4, atol=1e-5)
+
+
+@cuda
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
 def test_compiled_tdmpc_agent_on_cuda_updates_and_plans_as_eager(mode):
     """``perf.compile`` on a GPU, with CUDA graphs too (``reduce-overhead``): two updates give the eager
