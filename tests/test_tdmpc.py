@@ -158,7 +158,7 @@ def test_adam_is_the_multi_tensor_form_with_the_loops_numbers_and_keeps_it_on_re
     assert resumed.param_groups[0]["foreach"] is True
 
 
-def test_fused_adam_is_the_multi_tensor_forms_maths_deterministic_and_resumes_either_way():
+def test_fused_adam_is_the_multi_tensor_forms_maths_deterministic_and_resumes_either_way(caplog):
     """``adam(fused=True)``: torch's fused kernel, the multi-tensor form's numbers up to rounding over
     many steps, the same numbers on every run, and a checkpoint of one form resumes in the other
     (each keeps its own kernel; the moments and step counts carry over)."""
@@ -187,7 +187,12 @@ def test_fused_adam_is_the_multi_tensor_forms_maths_deterministic_and_resumes_ei
     for saved, other in ((False, True), (True, False)):  # 10 steps in one form, 10 more in the other
         params, opt = run(saved, grads[:10])
         resumed = adam([torch.nn.Parameter(p.detach().clone()) for p in params], 1e-2, fused=other)
+        caplog.clear()
         load_optimizer(resumed, opt.state_dict())
+        assert f"perf.fused_adam={str(other).lower()}" in caplog.text  # the resume says the kernel changed
+        caplog.clear()
+        load_optimizer(adam([torch.nn.Parameter(t.clone()) for t in start], 1e-2, fused=saved), opt.state_dict())
+        assert "kernel" not in caplog.text  # and says nothing where it did not
         group = resumed.param_groups[0]
         assert bool(group["fused"]) is other and bool(group["foreach"]) is not other  # its own kernel, not the saved one
         ended, _ = run(other, grads[10:], resumed.param_groups[0]["params"], resumed)

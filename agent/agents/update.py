@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+log = logging.getLogger(__name__)
 
 class NonFiniteLossError(FloatingPointError):
     """A loss, gradient or weight became NaN/inf; the update was not applied (or not saved)."""
@@ -92,9 +94,19 @@ def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
 
     ``Optimizer.load_state_dict`` would also bring back the saved groups' ``lr``, ``eps``, ... so a
     resumed run with a changed ``optim.*`` setting would silently train with the old one; here the
-    values the optimiser was built with (from the run's config) win.
+    values the optimiser was built with (from the run's config) win. A checkpoint of the other Adam
+    kernel (fused / multi-tensor) loads with a warning: the run goes on with the same maths, rounded as
+    its own kernel rounds, so it no longer ends bit for bit where the saved run would have.
     """
     own = [{k: g[k] for k in HYPERPARAMS if k in g} for g in optim.param_groups]
+    saved = [bool(g.get("fused")) for g in state.get("param_groups", [])]
+    if any(was != bool(g.get("fused")) for was, g in zip(saved, optim.param_groups)):
+        now = bool(optim.param_groups[0].get("fused"))
+        log.warning(
+            "the checkpoint's optimiser stepped with Adam's %s kernel, this run steps with its %s one (perf.fused_adam=%s): "
+            "the same maths rounded differently, so the resumed run will not end bit for bit where the saved run would have",
+            *(("multi-tensor", "fused") if now else ("fused", "multi-tensor")), str(now).lower(),
+        )  # fmt: skip
     optim.load_state_dict(state)
     for group, values in zip(optim.param_groups, own):
         group.update(values)
