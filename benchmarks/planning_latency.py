@@ -5,7 +5,8 @@ eager row for the switch rows. Each row also gives the peak working memory of on
 (tensor memory above what was allocated before the call: ``timing.peak_memory``). State task shapes
 (obs 24, action 6: walker-walk), TD-MPC2's planner defaults, batch 256, horizon 3.
 
-    python benchmarks/planning_latency.py [--presets 1m 5m] [--switches eager bf16 compile compile+bf16 cudagraphs cudagraphs+bf16]
+    python benchmarks/planning_latency.py [--presets 1m 5m] [--switches eager bf16 compile compile+bf16 compile+bf16+fused
+        autotune+bf16 cudagraphs cudagraphs+bf16]
         [--device cpu] [--iters 10] [--rounds 1]
 
 With ``--rounds N`` every row is timed N times, the rows taking turns (all agents built first), and the

@@ -324,6 +324,35 @@ def test_resume_on_a_device_where_auto_picks_another_precision_warns(monkeypatch
         assert ("the checkpoint trained in bf16; this run goes on in fp32" in caplog.text) == warned
 
 
+def test_resume_with_the_other_adam_kernel_warns(caplog, tmp_path):
+    """``perf.fused_adam`` changed at resume is named (the config records it), and so is a fused resume of
+    a checkpoint from before the switch existed (whose runs all stepped the multi-tensor form)."""
+    from agent.run.online import OnlineTrainer
+    from tests.test_online import online_cfg
+
+    plain = online_cfg("task=gym/Pendulum-v1", "task.episode_length=20")
+    fused = online_cfg("task=gym/Pendulum-v1", "task.episode_length=20", "perf.fused_adam=true")
+    first = OnlineTrainer(plain, tmp_path)
+    first.save()
+    for cfg, said in ((plain, None), (fused, "perf.fused_adam: False -> True")):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="agent.run.skeleton"):
+            resumed = OnlineTrainer(cfg, tmp_path)
+        assert resumed.step == first.step and ("perf.fused_adam" in caplog.text) == (said is not None)
+        assert said is None or said in caplog.text
+    def dicts(x):  # a loaded checkpoint's nested dicts as plain ones, to be saved again
+        return {k: dicts(v) for k, v in x.items()} if isinstance(x, dict) else x
+
+    older = dicts(first.checkpointer.latest())  # as a checkpoint from before perf.fused_adam: no such key
+    older["config"] = {**older["config"], "perf": {k: v for k, v in older["config"]["perf"].items() if k != "fused_adam"}}
+    first.checkpointer.save(first.step + 1, older)
+    for cfg, warned in ((plain, False), (fused, True)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="agent.run.skeleton"):
+            OnlineTrainer(cfg, tmp_path)
+        assert ("stepped with Adam's multi-tensor form; this run goes on with its fused kernel" in caplog.text) == warned
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp32", "auto"])
 def test_bf16_on_a_device_without_native_bf16_warns(precision, monkeypatch, caplog, tmp_path):
     """bf16 autocast is emulated (and can be far slower than fp32) where the CPU lacks avx512_bf16 and AMX:

@@ -158,46 +158,51 @@ def test_adam_is_the_multi_tensor_form_with_the_loops_numbers_and_keeps_it_on_re
     assert resumed.param_groups[0]["foreach"] is True
 
 
-def test_fused_adam_is_the_multi_tensor_forms_maths_deterministic_and_resumes_either_way(caplog):
+def test_fused_adam_is_the_multi_tensor_forms_maths_deterministic_and_resumes_either_way():
     """``adam(fused=True)``: torch's fused kernel, the multi-tensor form's numbers up to rounding over
-    many steps, the same numbers on every run, and a checkpoint of one form resumes in the other
-    (each keeps its own kernel; the moments and step counts carry over)."""
+    many steps, the same numbers on every run, and a checkpoint (saved and loaded as runs do) of either
+    form resumes in either, also where the conv weight's memory layout changed (``perf.channels_last``):
+    each run keeps its own kernel, the moments and step counts carry over."""
+    import io
+    from itertools import product
+
     from agent.agents.update import adam, load_optimizer
 
     torch.manual_seed(0)
-    start = [torch.randn(50, 7), torch.randn(7), torch.randn(3, 3)]
+    start = [torch.randn(50, 7), torch.randn(7), torch.randn(8, 4, 3, 3)]  # the last as a conv weight
     grads = [[torch.randn_like(t) for t in start] for _ in range(20)]
 
-    def run(fused: bool, steps: list, params=None, opt=None):
-        params = params or [torch.nn.Parameter(t.clone()) for t in start]
-        opt = opt or adam(params, 1e-2, 1e-8, fused=fused)
-        for g in steps:
-            for p, gg in zip(params, g):
-                p.grad = gg.clone()
-            opt.step()
-        return params, opt
+    def params(channels_last: bool, values=start) -> list:
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        return [torch.nn.Parameter(t.detach().clone(memory_format=layout) if t.dim() == 4 else t.detach().clone()) for t in values]
 
-    foreach, f_opt = run(False, grads)
-    fused, u_opt = run(True, grads)
-    assert u_opt.defaults["fused"] and not f_opt.defaults["fused"]
+    def run(opt, steps: list) -> list:
+        ps = opt.param_groups[0]["params"]
+        for g in steps:
+            for p, gg in zip(ps, g):
+                p.grad = torch.empty_like(p).copy_(gg)  # a gradient takes its parameter's layout
+            opt.step()
+        return ps
+
+    foreach = run(adam(params(False), 1e-2), grads)
+    fused = run(adam(params(False), 1e-2, fused=True), grads)
     assert not any(torch.equal(a, t) for a, t in zip(fused, start))  # the steps moved every tensor
     for a, b in zip(fused, foreach):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert all(torch.equal(a, b) for a, b in zip(fused, run(True, grads)[0]))  # deterministic
-    for saved, other in ((False, True), (True, False)):  # 10 steps in one form, 10 more in the other
-        params, opt = run(saved, grads[:10])
-        resumed = adam([torch.nn.Parameter(p.detach().clone()) for p in params], 1e-2, fused=other)
-        caplog.clear()
-        load_optimizer(resumed, opt.state_dict())
-        assert f"perf.fused_adam={str(other).lower()}" in caplog.text  # the resume says the kernel changed
-        caplog.clear()
-        load_optimizer(adam([torch.nn.Parameter(t.clone()) for t in start], 1e-2, fused=saved), opt.state_dict())
-        assert "kernel" not in caplog.text  # and says nothing where it did not
+    assert all(torch.equal(a, b) for a, b in zip(fused, run(adam(params(False), 1e-2, fused=True), grads)))  # deterministic
+    for saved, other, (was_cl, now_cl) in product((False, True), (False, True), ((False, False), (False, True), (True, False))):
+        opt = adam(params(was_cl), 1e-2, fused=saved)
+        half = run(opt, grads[:10])
+        buf = io.BytesIO()
+        torch.save(opt.state_dict(), buf)
+        buf.seek(0)
+        resumed = adam(params(now_cl, half), 1e-2, fused=other)
+        load_optimizer(resumed, torch.load(buf, map_location="cpu", weights_only=True))  # as a checkpoint loads
         group = resumed.param_groups[0]
         assert bool(group["fused"]) is other and bool(group["foreach"]) is not other  # its own kernel, not the saved one
-        ended, _ = run(other, grads[10:], resumed.param_groups[0]["params"], resumed)
+        ended = run(resumed, grads[10:])
         for a, b in zip(ended, foreach):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"saved fused={saved}, resumed fused={other}, channels_last {was_cl} -> {now_cl}")
 
 
 def test_eval_planning_leaves_the_training_planner_alone():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -10,7 +9,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-log = logging.getLogger(__name__)
 
 class NonFiniteLossError(FloatingPointError):
     """A loss, gradient or weight became NaN/inf; the update was not applied (or not saved)."""
@@ -82,7 +80,7 @@ def adam(params: Iterable, lr: float, eps: float = ADAM_EPS, fused: bool = False
     On a CPU torch picks the per-parameter loop by default; the multi-tensor form gives the same
     numbers bit for bit (tested) in ~0.6x the time, the fused kernel the same maths rounded
     differently (~1 ulp per step, tested within a tolerance) in ~0.2x (docs/benchmarks.md).
-    Checkpoints of either form load into the other.
+    Checkpoints of either form load into the other (:func:`load_optimizer`).
     """
     if fused:
         return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
@@ -94,22 +92,23 @@ def load_optimizer(optim: torch.optim.Optimizer, state: dict) -> None:
 
     ``Optimizer.load_state_dict`` would also bring back the saved groups' ``lr``, ``eps``, ... so a
     resumed run with a changed ``optim.*`` setting would silently train with the old one; here the
-    values the optimiser was built with (from the run's config) win. A checkpoint of the other Adam
-    kernel (fused / multi-tensor) loads with a warning: the run goes on with the same maths, rounded as
-    its own kernel rounds, so it no longer ends bit for bit where the saved run would have.
+    values the optimiser was built with (from the run's config) win. So does its Adam kernel
+    (``fused`` or not): torch places each step count by the saved groups' kernel, so those are
+    rewritten first (a fused run's counts on the parameters' device, as its kernel needs on a GPU), and
+    each moment takes its parameter's memory layout (the fused kernel walks the two in memory order:
+    a checkpoint from a run with another ``perf.channels_last`` would otherwise step the wrong
+    elements).
     """
     own = [{k: g[k] for k in HYPERPARAMS if k in g} for g in optim.param_groups]
-    saved = [bool(g.get("fused")) for g in state.get("param_groups", [])]
-    if any(was != bool(g.get("fused")) for was, g in zip(saved, optim.param_groups)):
-        now = bool(optim.param_groups[0].get("fused"))
-        log.warning(
-            "the checkpoint's optimiser stepped with Adam's %s kernel, this run steps with its %s one (perf.fused_adam=%s): "
-            "the same maths rounded differently, so the resumed run will not end bit for bit where the saved run would have",
-            *(("multi-tensor", "fused") if now else ("fused", "multi-tensor")), str(now).lower(),
-        )  # fmt: skip
-    optim.load_state_dict(state)
+    kernel = ("fused", "capturable")
+    groups = [{**saved, **{k: g.get(k) for k in kernel}} for saved, g in zip(state["param_groups"], optim.param_groups)]
+    optim.load_state_dict({**state, "param_groups": groups})
     for group, values in zip(optim.param_groups, own):
         group.update(values)
+    for p, moments in optim.state.items():
+        for k, v in moments.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                moments[k] = torch.empty_like(p).copy_(v)
 
 
 LR_SCHEDULES = ("constant", "cosine", "step")

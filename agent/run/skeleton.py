@@ -31,7 +31,7 @@ from agent.run.common import (
     seed_everything,
     set_rng_state,
 )
-from agent.run.config import changed_settings
+from agent.run.config import changed_settings, flat_items
 from agent.run.logger import Logger
 from agent.run.settings import OnlineSettings, RepresentationSettings, load_settings
 
@@ -135,6 +135,8 @@ class RunSkeleton:
                 "the checkpoint trained %s; this run goes on %s (perf.compile=%s on %s): same maths, other rounding",
                 *(("compiled", "eager") if was else ("eager", "compiled")), str(self.s.perf.compile).lower(), self.device,
             )  # fmt: skip
+        if self.s.perf.fused_adam and "perf.fused_adam" not in flat_items(data["config"]):  # checkpoints from before the switch
+            log.warning("the checkpoint's optimisers stepped with Adam's multi-tensor form; this run goes on with its fused kernel (perf.fused_adam=true): same maths, other rounding")
         self.agent.load_state_dict(data["agent"])
         self.agent.load_optim_state(data["optim"])
         self.step = int(data["step"])
