@@ -56,10 +56,14 @@ def test_data_on_the_device_learns_as_on_the_cpu(tiny_cfg, tmp_path):
 
 
 @cuda
-def test_cuda_run_resumes(tiny_cfg, tmp_path):
-    Trainer(tiny_cfg("device=cuda", "steps=6", "analysis.every=0"), tmp_path).run()
-    trainer = Trainer(tiny_cfg("device=cuda", "steps=12", "analysis.every=0"), tmp_path)
+@pytest.mark.parametrize("fused", [(False, False), (False, True), (True, False)])
+def test_cuda_run_resumes(tiny_cfg, tmp_path, fused):
+    """A CUDA run resumes, also with the other Adam kernel (the fused one needs its step counts on the GPU)."""
+    Trainer(tiny_cfg("device=cuda", "steps=6", "analysis.every=0", f"perf.fused_adam={fused[0]}"), tmp_path).run()
+    trainer = Trainer(tiny_cfg("device=cuda", "steps=12", "analysis.every=0", f"perf.fused_adam={fused[1]}"), tmp_path)
     assert trainer.step == 6
+    steps = [s["step"] for s in trainer.agent.optim.state.values()]
+    assert steps and all(s.device.type == ("cuda" if fused[1] else "cpu") for s in steps)
     trainer.run()
 
 
