@@ -43,9 +43,9 @@ from tests.conftest import ROOT, compose_cfg
         (["optim.schedule=cosine"], r"optim.drop_at=9000: only optim.schedule=step reads it .*add optim.drop_at=null"),
         (["perf.compile_mode=reduce-overhead"], r"perf.compile_mode=reduce-overhead: only perf.compile=true \(or auto\) reads it"),
         (["agent=tdmpc2", "perf.compile_mode=max-autotune"], r"perf.compile_mode=max-autotune: only perf.compile=true \(or auto\) reads it"),
-        (["perf.compile=sometimes"], r"perf.compile='sometimes': must be one of True, False, 'auto'"),
+        (["perf.compile=sometimes"], r"perf.compile='sometimes': must be one of true, false, 'auto'"),
         (["perf.compile=true", "perf.compile_mode=fast"], r"perf.compile_mode='fast': must be one of"),
-        (["agent=tdmpc2", "perf.fused_adam=maybe"], r"perf.fused_adam='maybe': must be one of True, False"),
+        (["agent=tdmpc2", "perf.fused_adam=maybe"], r"perf.fused_adam='maybe': must be one of true, false$"),
     ],
 )
 def test_out_of_range_values_are_refused(overrides, message):

@@ -43,11 +43,12 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
 
 
 def choice(*options: Any) -> Rule:
-    """One of ``options`` (compared with ``==``; bools are not numbers here)."""
+    """One of ``options`` (compared with ``==``; bools are not numbers here, and are named as a command
+    line or YAML spells them: true, false)."""
 
     def rule(v: Any) -> str | None:
         ok = any(v == o and type(v) is type(o) for o in options)
-        return None if ok else "one of " + ", ".join(repr(o) for o in options)
+        return None if ok else "one of " + ", ".join(str(o).lower() if isinstance(o, bool) else repr(o) for o in options)
 
     return rule
 
