@@ -15,10 +15,11 @@ OBS, ACT, H, B = 24, 6, 3, 256
 
 
 def walker_agent(preset: str, dev: str = "cpu", overrides: tuple[str, ...] = ()) -> TDMPCAgent:
-    """A fresh TD-MPC2 agent (``model=<preset>``, no aux, seed 0) on walker-walk's shapes; eager unless
-    ``overrides`` say ``perf.compile=true`` (the job's default, auto, would compile on a CPU with a C++ compiler)."""
+    """A fresh TD-MPC2 agent (``model=<preset>``, no aux, seed 0) on walker-walk's shapes; eager with Adam's
+    multi-tensor form, the baseline, unless ``overrides`` say ``perf.compile=true`` / ``perf.fused_adam=true`` (the
+    job's defaults, auto and true, would compile on a CPU with a C++ compiler and step the fused kernel)."""
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        base = ["agent=tdmpc2", "task=dmc/walker-walk", "aux=none", f"model={preset}", f"device={dev}", "perf.compile=false"]
+        base = ["agent=tdmpc2", "task=dmc/walker-walk", "aux=none", f"model={preset}", f"device={dev}", "perf.compile=false", "perf.fused_adam=false"]
         cfg = compose("config", overrides=[*base, *overrides])
     torch.manual_seed(0)
     return build_tdmpc_agent(cfg, (OBS,), ACT, dev)

@@ -56,6 +56,14 @@ def test_the_online_job_defaults_to_auto_the_representation_job_to_eager():
         assert compose("config", overrides=["task=counting"]).perf.compile is False
 
 
+def test_fused_adam_is_the_online_jobs_default_only():
+    """Online: learns as the multi-tensor form on two Pendulum seeds (docs/results.md section 32). Representation:
+    nothing measurable to gain (docs/benchmarks.md), no learning run, so off."""
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        assert compose("config", overrides=["agent=tdmpc2", "task=dmc/walker-walk"]).perf.fused_adam is True
+        assert compose("config", overrides=["task=counting"]).perf.fused_adam is False
+
+
 def test_the_probe_on_this_machine():
     """The real probe: a kernel built and run where inductor's C++ compiler is installed (CI's machine has one),
     else the reason it was not."""
