@@ -145,7 +145,7 @@ def test_mish_is_the_same_function_as_torchs():
 
 
 # Q dropout on (TD-MPC2's 0.01): compiled code draws the same masks as eager code, in the same order
-ONLINE = ("agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=small", "perf.precision=fp32")
+ONLINE = ("agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=small", "perf.precision=fp32", "perf.fused_adam=false")  # the baseline
 
 
 def _online_agents(*overrides: str):
@@ -330,7 +330,7 @@ def test_resume_with_the_other_adam_kernel_warns(caplog, tmp_path):
     from agent.run.online import OnlineTrainer
     from tests.test_online import online_cfg
 
-    plain = online_cfg("task=gym/Pendulum-v1", "task.episode_length=20")
+    plain = online_cfg("task=gym/Pendulum-v1", "task.episode_length=20", "perf.fused_adam=false")
     fused = online_cfg("task=gym/Pendulum-v1", "task.episode_length=20", "perf.fused_adam=true")
     first = OnlineTrainer(plain, tmp_path)
     first.save()
