@@ -39,6 +39,11 @@ def compose_cfg(*overrides: str):
         return compose("config", overrides=[*tiny, *overrides])
 
 
+def plain_dicts(data: dict) -> dict:
+    """A loaded checkpoint (nested :class:`agent.run.checkpoint.Checkpoint` dicts) as plain dicts, to edit and save again."""
+    return {k: plain_dicts(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
 @pytest.fixture
 def tiny_cfg():
     return compose_cfg

@@ -19,6 +19,7 @@ from agent.run.checkpoint import (
     save_checkpoint,
 )
 from agent.run.representation import Trainer
+from tests.conftest import plain_dicts
 
 
 class _Exploit:
@@ -189,11 +190,7 @@ def test_a_saved_config_is_converted_like_a_new_one(tiny_cfg, tmp_path):
     from agent.run.settings import RepresentationSettings
 
     Trainer(tiny_cfg("steps=2", "analysis.every=0"), tmp_path).run()
-
-    def plain(d: dict) -> dict:
-        return {k: plain(v) if isinstance(v, dict) else v for k, v in d.items()}
-
-    data = plain(load_checkpoint(tmp_path / "checkpoints" / "last.pt"))
+    data = plain_dicts(load_checkpoint(tmp_path / "checkpoints" / "last.pt"))
     old = copy.deepcopy(data)  # as configs saved by older versions: settings added since are missing
     for group, key in [(None, "threads"), (None, "time_limit"), (None, "two_hot"), ("log", "wandb"), ("data", "device"), ("optim", "eps"), ("optim", "schedule"), ("optim", "drop_at"), (None, "perf")]:
         del (old["config"][group] if group else old["config"])[key]

@@ -76,23 +76,29 @@ def test_online_agent_plans_on_cuda(tmp_path):
     assert out["episodes"] == 2 and 0 <= out["success_rate"] <= 1
 
 
+ONLINE_CUDA = ("agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=small", "perf.precision=fp32", "device=cuda")
+
+
+def _walker_batch(g: torch.Generator, H: int = 3, B: int = 64) -> dict[str, torch.Tensor]:
+    """A time-major training batch on the GPU with walker-walk's shapes (obs 24, action 6), drawn from ``g``."""
+    return {
+        "obs": torch.randn(H + 1, B, 24, generator=g, device="cuda"), "action": torch.rand(H, B, 6, generator=g, device="cuda") * 2 - 1,
+        "reward": torch.rand(H, B, 1, generator=g, device="cuda"), "terminated": torch.zeros(H, B, 1, device="cuda"),
+    }  # fmt: skip
+
+
 @cuda
 def test_fused_adam_on_cuda_steps_as_the_multi_tensor_form():
     """``perf.fused_adam`` on a GPU: torch's CUDA fused kernel, two updates' weights as the foreach form's."""
     from agent.agents.factory import build_tdmpc_agent
     from tests.conftest import compose_cfg
 
-    online = ("agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=small", "perf.precision=fp32", "device=cuda")
     torch.manual_seed(0)
-    base = build_tdmpc_agent(compose_cfg(*online, "perf.fused_adam=false"), (24,), 6, "cuda")
-    fast = build_tdmpc_agent(compose_cfg(*online, "perf.fused_adam=true"), (24,), 6, "cuda")
+    base = build_tdmpc_agent(compose_cfg(*ONLINE_CUDA, "perf.fused_adam=false"), (24,), 6, "cuda")
+    fast = build_tdmpc_agent(compose_cfg(*ONLINE_CUDA, "perf.fused_adam=true"), (24,), 6, "cuda")
     fast.load_state_dict(base.state_dict())
     assert fast.optim.defaults["fused"] and fast.pi_optim.defaults["fused"] and not base.optim.defaults["fused"]
-    g = torch.Generator(device="cuda").manual_seed(1)
-    batch = {
-        "obs": torch.randn(4, 64, 24, generator=g, device="cuda"), "action": torch.rand(3, 64, 6, generator=g, device="cuda") * 2 - 1,
-        "reward": torch.rand(3, 64, 1, generator=g, device="cuda"), "terminated": torch.zeros(3, 64, 1, device="cuda"),
-    }  # fmt: skip
+    batch = _walker_batch(torch.Generator(device="cuda").manual_seed(1))
     for step in range(2):
         for agent in (base, fast):
             torch.manual_seed(5 + step)
@@ -109,17 +115,12 @@ def test_compiled_tdmpc_agent_on_cuda_updates_and_plans_as_eager(mode):
     from agent.agents.factory import build_tdmpc_agent
     from tests.conftest import compose_cfg
 
-    online = ("agent=tdmpc2", "task=dmc/walker-walk", "aux=none", "model=small", "perf.precision=fp32", "device=cuda")
     torch.manual_seed(0)
-    base = build_tdmpc_agent(compose_cfg(*online), (24,), 6, "cuda")
-    fast = build_tdmpc_agent(compose_cfg(*online, "perf.compile=true", f"perf.compile_mode={mode}"), (24,), 6, "cuda")
+    base = build_tdmpc_agent(compose_cfg(*ONLINE_CUDA), (24,), 6, "cuda")
+    fast = build_tdmpc_agent(compose_cfg(*ONLINE_CUDA, "perf.compile=true", f"perf.compile_mode={mode}"), (24,), 6, "cuda")
     fast.load_state_dict(base.state_dict())
     g = torch.Generator(device="cuda").manual_seed(1)
-    H, B = 3, 64
-    batch = {
-        "obs": torch.randn(H + 1, B, 24, generator=g, device="cuda"), "action": torch.rand(H, B, 6, generator=g, device="cuda") * 2 - 1,
-        "reward": torch.rand(H, B, 1, generator=g, device="cuda"), "terminated": torch.zeros(H, B, 1, device="cuda"),
-    }  # fmt: skip
+    batch = _walker_batch(g)
     for step in range(2):  # the second update replays the recorded graphs under reduce-overhead
         want, got = [(torch.manual_seed(5 + step), agent.update(batch))[1] for agent in (base, fast)]
         for k in ("loss/dyn", "loss/reward", "loss/value", "loss/pi"):

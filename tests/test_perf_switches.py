@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agent.agents.factory import build_agent
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, plain_dicts
 
 
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -340,10 +340,7 @@ def test_resume_with_the_other_adam_kernel_warns(caplog, tmp_path):
             resumed = OnlineTrainer(cfg, tmp_path)
         assert resumed.step == first.step and ("perf.fused_adam" in caplog.text) == (said is not None)
         assert said is None or said in caplog.text
-    def dicts(x):  # a loaded checkpoint's nested dicts as plain ones, to be saved again
-        return {k: dicts(v) for k, v in x.items()} if isinstance(x, dict) else x
-
-    older = dicts(first.checkpointer.latest())  # as a checkpoint from before perf.fused_adam: no such key
+    older = plain_dicts(first.checkpointer.latest())  # as a checkpoint from before perf.fused_adam: no such key
     older["config"] = {**older["config"], "perf": {k: v for k, v in older["config"]["perf"].items() if k != "fused_adam"}}
     first.checkpointer.save(first.step + 1, older)
     for cfg, warned in ((plain, False), (fused, True)):
