@@ -92,6 +92,15 @@ def test_planning_latency_reports_time_and_memory_per_row():
         assert 0 < plan_mib < update_mib  # an update holds the batch's activations for the backward
 
 
+def test_allocator_benchmark_runs_each_setting_in_a_child_of_its_own():
+    cmd = [sys.executable, "benchmarks/allocator.py", "--jobs", "td-fp32", "--iters", "1", "--rounds", "1"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [r.split() for r in out.stdout.splitlines()[2:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("td-fp32", c, f) for c in ("update", "plan") for f in ("false", "true")]
+    assert all(float(r[3]) > 0 and r[7].endswith("x") and r[8] == "-" for r in rows)
+
+
 def test_steady_rate_is_the_window_between_two_rows_of_a_cumulative_rate(tmp_path):
     """A loop that compiled for 30 s, then ran 100 steps/s: its cumulative rate never shows 100, the window does."""
     path = tmp_path / "metrics.csv"

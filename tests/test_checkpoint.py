@@ -192,7 +192,7 @@ def test_a_saved_config_is_converted_like_a_new_one(tiny_cfg, tmp_path):
     Trainer(tiny_cfg("steps=2", "analysis.every=0"), tmp_path).run()
     data = plain_dicts(load_checkpoint(tmp_path / "checkpoints" / "last.pt"))
     old = copy.deepcopy(data)  # as configs saved by older versions: settings added since are missing
-    for group, key in [(None, "threads"), (None, "time_limit"), (None, "two_hot"), ("log", "wandb"), ("data", "device"), ("optim", "eps"), ("optim", "schedule"), ("optim", "drop_at"), (None, "perf")]:
+    for group, key in [(None, "threads"), (None, "malloc_reuse"), (None, "time_limit"), (None, "two_hot"), ("log", "wandb"), ("data", "device"), ("optim", "eps"), ("optim", "schedule"), ("optim", "drop_at"), (None, "perf")]:
         del (old["config"][group] if group else old["config"])[key]
     old["config"]["data"]["action_repeat"] = old["config"]["data"].pop("action_hold")  # its old name
     save_checkpoint(tmp_path / "old.pt", old)
@@ -202,6 +202,7 @@ def test_a_saved_config_is_converted_like_a_new_one(tiny_cfg, tmp_path):
     # what the code did before those settings existed, not the counting recipe's tuned values (step, bf16)
     assert (filled.optim.schedule, filled.optim.drop_at, filled.perf.precision) == ("constant", None, "fp32")
     assert filled.perf.compile is False  # the job's default (load_pjepa_agent loads eager anyway)
+    assert filled.malloc_reuse is True  # plumbing: today's default
     data["config"]["optim"]["lr"] = -1.0  # a value out of range is never replaced
     save_checkpoint(tmp_path / "bad.pt", data)
     with pytest.raises(CheckpointError, match=r"(?s)does not convert.*optim.lr=-1.0: must be"):

@@ -72,7 +72,7 @@ def flat_keys(cfg: Any, prefix: str = "") -> set[str]:
     return set(flat_items(cfg, prefix))
 
 
-PLUMBING = ("hydra.", "log.", "device", "threads", "resume")  # where and how a run is run and logged, not what it trains
+PLUMBING = ("hydra.", "log.", "device", "threads", "malloc_reuse", "resume")  # where and how a run is run and logged, not what it trains
 NOT_THE_PLAN = (*PLUMBING, "time_limit", "data.device")  # not worth a warning when a resume changes them
 
 

@@ -84,6 +84,7 @@ class RunSettings:
     seed: int = setting("seed of everything random", integer(0))
     device: str = setting("cpu | cuda | cuda:<n>")
     threads: int | None = setting("torch's CPU threads; null: torch's default", integer(1, optional=True))
+    malloc_reuse: bool = setting("keep freed blocks up to 1 GiB in the process (glibc's mallopt): fewer page faults, same numbers", BOOL, default=True)
     batch_size: int = setting("sequences per update", integer(1))
     time_limit: float | None = setting("minutes of wall time for this invocation's loop", number(0, lo_open=True, optional=True))
     routing: str = setting("joint | separate | aux_only (checked by the loss)")

@@ -24,6 +24,7 @@ from agent.agents.update import (
     resolve_precision,
     training_stopped,
 )
+from agent.run.allocator import reuse_freed_memory
 from agent.run.checkpoint import Checkpoint, Checkpointer, check_signature
 from agent.run.common import (
     resolve_device,
@@ -61,6 +62,8 @@ class RunSkeleton:
         self.log_precision()
         if self.s.threads is not None:
             torch.set_num_threads(self.s.threads)
+        if self.s.malloc_reuse:
+            self.log_allocator(reuse_freed_memory())
         self.compiles = resolve_compile(self.s.perf.compile, self.device, self.s.perf.compile_mode)  # probed before any work
         self.log_compile()
         if self.compiles:  # a sweep's jobs in one process (-m, the basic launcher): dynamo's caches and recompile
@@ -80,6 +83,12 @@ class RunSkeleton:
                 "perf.precision=bf16, but %s has no native bf16 (CPU: avx512_bf16 or AMX; GPU: Ampere or newer): "
                 "autocast is emulated there and can be many times slower than perf.precision=fp32 (or auto)", self.device,
             )  # fmt: skip
+
+    @staticmethod
+    def log_allocator(problem: str | None) -> None:
+        """Say when ``malloc_reuse=true`` could not be applied (the run goes on with the allocator as it is)."""
+        if problem is not None:
+            log.info("malloc_reuse=true not applied: %s", problem)
 
     def log_compile(self) -> None:
         """Say what ``perf.compile=auto`` resolved to, and why a run stays eager."""
