@@ -2,7 +2,7 @@
 
 The allocator setting is process-wide, so each row is measured in a child process of its own, the two
 settings alternating over ``--rounds``; each child builds its agent, warms up and times ``--iters`` calls.
-Prints ms per call, the minor page faults per call, the child's peak resident memory, the gain of
+Prints ms per call, the minor page faults per call, the child's peak resident memory (over all its calls), the gain of
 reuse over glibc's own thresholds for the same job, and for the representation rows the gain over the
 fp32 path with glibc's thresholds (the path of issue 13's 2.15 updates/s).
 
@@ -22,7 +22,9 @@ import json
 import resource
 import subprocess
 import sys
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 
@@ -33,13 +35,12 @@ TD = {"td-fp32": (), "td-default": ("perf.compile=true", "perf.precision=auto", 
 
 
 def faults() -> int:
+    """This process's minor page faults so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def measure(fn, iters: int) -> dict[str, float]:
+def measure(fn: Callable[[], object], iters: int) -> dict[str, float]:
     """ms per call and minor page faults per call of ``fn`` after three warm-up calls (the heap grows in those)."""
-    import time
-
     for _ in range(3):
         fn()
     before, start = faults(), time.perf_counter()
@@ -78,8 +79,9 @@ def child(job: str, reuse: bool, iters: int) -> dict[str, dict[str, float]]:
 
 
 def run_child(job: str, reuse: bool, iters: int) -> dict[str, dict[str, float]]:
+    """:func:`child` in a process of its own (the allocator setting is process-wide)."""
     cmd = [sys.executable, __file__, "--child", job, "--reuse", str(int(reuse)), "--iters", str(iters)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800)
     if out.returncode != 0:
         raise SystemExit(f"{job} (reuse={reuse}) failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.splitlines()[-1])
@@ -99,20 +101,23 @@ def main() -> None:
     import torch
 
     print(f"torch {torch.__version__}, cpu, {torch.get_num_threads()} threads; {args.iters} calls per child, {args.rounds} rounds (median)")
+    jobs = list(dict.fromkeys(args.jobs))
     got: dict[tuple[str, str, bool], list[dict[str, float]]] = defaultdict(list)
-    for _ in range(args.rounds):
-        for job in args.jobs:
-            for reuse in (False, True):
+    for n in range(args.rounds):
+        for job in jobs:
+            for reuse in (False, True) if n % 2 == 0 else (True, False):  # alternating which goes first
                 for call, row in run_child(job, reuse, args.iters).items():
                     got[job, call, reuse].append(row)
     med = {key: {k: median(r[k] for r in rows) for k in rows[0]} for key, rows in got.items()}
     base = med.get(("rep-fp32", "update", False))
-    print(f"{'job':>11} {'call':>6} {'malloc_reuse':>12} {'ms':>7} {'per s':>6} {'faults':>8} {'peak MiB':>8} {'x glibc':>7} {'x rep-fp32':>10}")
-    for job, call, reuse in ((j, c, r) for j in args.jobs for c in ("update", "plan") for r in (False, True) if (j, c, r) in med):
+    if base is None and any(job in REP for job in jobs):
+        print("(the x rep-fp32 column needs the rep-fp32 job in --jobs)")
+    print(f"{'job':>11} {'call':>6} {'malloc_reuse':>12} {'ms':>7} {'per s':>6} {'faults':>8} {'child peak MiB':>14} {'x glibc':>7} {'x rep-fp32':>10}")
+    for job, call, reuse in ((j, c, r) for j in jobs for c in ("update", "plan") for r in (False, True) if (j, c, r) in med):
         row = med[job, call, reuse]
         own = med[job, call, False]["ms"] / row["ms"]
         vs = f"{base['ms'] / row['ms']:.2f}x" if base and job in REP else "-"
-        print(f"{job:>11} {call:>6} {str(reuse).lower():>12} {row['ms']:>7.1f} {1e3 / row['ms']:>6.2f} {row['faults']:>8.0f} {row['peak_mib']:>8.0f} {own:>6.2f}x {vs:>10}")
+        print(f"{job:>11} {call:>6} {str(reuse).lower():>12} {row['ms']:>7.1f} {1e3 / row['ms']:>6.2f} {row['faults']:>8.0f} {row['peak_mib']:>14.0f} {own:>6.2f}x {vs:>10}")
 
 
 if __name__ == "__main__":

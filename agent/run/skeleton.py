@@ -24,7 +24,7 @@ from agent.agents.update import (
     resolve_precision,
     training_stopped,
 )
-from agent.run.allocator import reuse_freed_memory
+from agent.run.allocator import reuse_freed_memory, reusing
 from agent.run.checkpoint import Checkpoint, Checkpointer, check_signature
 from agent.run.common import (
     resolve_device,
@@ -64,6 +64,8 @@ class RunSkeleton:
             torch.set_num_threads(self.s.threads)
         if self.s.malloc_reuse:
             self.log_allocator(reuse_freed_memory())
+        elif reusing():
+            log.info("malloc_reuse=false, but an earlier run in this process turned it on: it stays on (the same numbers either way)")
         self.compiles = resolve_compile(self.s.perf.compile, self.device, self.s.perf.compile_mode)  # probed before any work
         self.log_compile()
         if self.compiles:  # a sweep's jobs in one process (-m, the basic launcher): dynamo's caches and recompile
@@ -86,9 +88,9 @@ class RunSkeleton:
 
     @staticmethod
     def log_allocator(problem: str | None) -> None:
-        """Say when ``malloc_reuse=true`` could not be applied (the run goes on with the allocator as it is)."""
+        """Say when ``malloc_reuse=true`` could not be applied as asked (the run goes on either way)."""
         if problem is not None:
-            log.info("malloc_reuse=true not applied: %s", problem)
+            log.info("malloc_reuse=true: %s", problem)
 
     def log_compile(self) -> None:
         """Say what ``perf.compile=auto`` resolved to, and why a run stays eager."""
