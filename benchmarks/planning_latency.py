@@ -7,7 +7,7 @@ eager row for the switch rows. Each row also gives the peak working memory of on
 
     python benchmarks/planning_latency.py [--presets 1m 5m] [--switches eager bf16 compile compile+bf16 compile+bf16+fused
         autotune+bf16 cudagraphs cudagraphs+bf16]
-        [--device cpu] [--iters 10] [--rounds 1]
+        [--device cpu] [--iters 10] [--rounds 1] [--malloc-reuse]
 
 With ``--rounds N`` every row is timed N times, the rows taking turns (all agents built first), and the
 means are reported: on a noisy 2-core machine this beats a row's single timing (docs/benchmarks.md).
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from timing import peak_memory, timed
+from timing import add_malloc_reuse, apply_malloc_reuse, peak_memory, timed
 from walker import OBS, update_batch, walker_agent
 
 from agent.agents.tdmpc import TDMPCAgent
@@ -60,11 +60,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=1, help="time every row this many times, alternating rows; report the mean")
+    add_malloc_reuse(parser)
     args = parser.parse_args()
     if args.rounds < 1 or args.iters < 1:
         parser.error("--rounds and --iters must be at least 1")
     dev = args.device
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if dev.startswith('cuda') else f'cpu, {torch.get_num_threads()} threads'}")
+    allocator = apply_malloc_reuse(args.malloc_reuse)
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if dev.startswith('cuda') else f'cpu, {torch.get_num_threads()} threads'}; {allocator}")
     print(f"{'preset':>7} {'switch':>15} {'params':>10} {'plan ms/action':>15} {'x eager':>8} {'prior-only ms':>14} {'updates/s':>10} {'x eager':>8} {'plan MiB':>9} {'update MiB':>11}  update ms per round")
     # one unreported row first: the process's one-time costs (allocator, oneDNN primitive caches) made the
     # first row ~1.5x slower than the same row repeated at the end (docs/benchmarks.md)

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 
 import torch
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
+
+from agent.run.allocator import reuse_freed_memory
+
+
+def add_malloc_reuse(parser: argparse.ArgumentParser) -> None:
+    """``--malloc-reuse``: time with the jobs' default ``malloc_reuse=true``. Without it a benchmark keeps
+    glibc's own thresholds, as every table before that setting (``benchmarks/allocator.py`` compares both)."""
+    parser.add_argument("--malloc-reuse", action="store_true", help="the jobs' malloc_reuse=true (default here: glibc's own thresholds)")
+
+
+def apply_malloc_reuse(on: bool) -> str:
+    """Apply ``--malloc-reuse`` to this process; the words for the benchmark's header line."""
+    if not on:
+        return "glibc's malloc thresholds"
+    problem = reuse_freed_memory()
+    return "malloc_reuse" + (f" ({problem})" if problem else "")
 
 
 def timed(fn: Callable[[], object], n: int, device: str) -> float:

@@ -3,7 +3,7 @@
 Baseline in the same run: the ``small`` preset (the CPU default). Also prints the replay-buffer
 sample time, each row's peak working memory of one update (``timing.peak_memory``) and the process's peak.
 
-    python benchmarks/train_throughput.py [--presets tiny small 1m 5m] [--batch-size 256] [--device cpu]
+    python benchmarks/train_throughput.py [--presets tiny small 1m 5m] [--batch-size 256] [--device cpu] [--malloc-reuse]
     python benchmarks/train_throughput.py --presets small "small model.pixel_encoder=pooled" "small model.pixel_encoder=resnet model.resnet_blocks=1"
 
 A preset may carry Hydra overrides after its name (one quoted argument); the first row is the baseline.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from timing import peak_memory, timed
+from timing import add_malloc_reuse, apply_malloc_reuse, peak_memory, timed
 
 from agent.agents.factory import build_agent
 from agent.data.buffer import ReplayBuffer
@@ -54,10 +54,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--device", default="cpu")
+    add_malloc_reuse(parser)
     args = parser.parse_args()
     dev = args.device
     name = torch.cuda.get_device_name() if dev.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__} on {name}; batch {args.batch_size}, horizon 1")
+    allocator = apply_malloc_reuse(args.malloc_reuse)
+    print(f"torch {torch.__version__} on {name}; batch {args.batch_size}, horizon 1; {allocator}")
     buffer = filled_buffer(config("small", args.batch_size, dev))
     sample_s = timed(buffer.sample, args.iters, dev)
     print(f"replay sample + time-major batch: {sample_s * 1e3:.1f} ms")

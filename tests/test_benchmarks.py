@@ -82,9 +82,10 @@ def test_peak_memory_is_the_most_held_at_once_above_the_start():
 
 
 def test_planning_latency_reports_time_and_memory_per_row():
-    cmd = [sys.executable, "benchmarks/planning_latency.py", "--presets", "tiny", "--switches", "eager", "bf16", "--iters", "1"]
+    cmd = [sys.executable, "benchmarks/planning_latency.py", "--presets", "tiny", "--switches", "eager", "bf16", "--iters", "1", "--malloc-reuse"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "malloc_reuse" in out.stdout.splitlines()[0]  # the header says which allocator thresholds timed the rows
     header, *rows = out.stdout.splitlines()[1:]
     assert "plan MiB" in header and "update MiB" in header and [r.split()[1] for r in rows] == ["eager", "bf16"]
     for row in rows:
