@@ -63,7 +63,8 @@ class RunSkeleton:
         if self.s.threads is not None:
             torch.set_num_threads(self.s.threads)
         if self.s.malloc_reuse:
-            self.log_allocator(reuse_freed_memory())
+            if (problem := reuse_freed_memory()) is not None:  # not applied as asked: the run goes on either way
+                log.info("malloc_reuse=true: %s", problem)
         elif reusing():
             log.info("malloc_reuse=false, but an earlier run in this process turned it on: it stays on (the same numbers either way)")
         self.compiles = resolve_compile(self.s.perf.compile, self.device, self.s.perf.compile_mode)  # probed before any work
@@ -85,12 +86,6 @@ class RunSkeleton:
                 "perf.precision=bf16, but %s has no native bf16 (CPU: avx512_bf16 or AMX; GPU: Ampere or newer): "
                 "autocast is emulated there and can be many times slower than perf.precision=fp32 (or auto)", self.device,
             )  # fmt: skip
-
-    @staticmethod
-    def log_allocator(problem: str | None) -> None:
-        """Say when ``malloc_reuse=true`` could not be applied as asked (the run goes on either way)."""
-        if problem is not None:
-            log.info("malloc_reuse=true: %s", problem)
 
     def log_compile(self) -> None:
         """Say what ``perf.compile=auto`` resolved to, and why a run stays eager."""
