@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent.models.encoders import BasicBlock, PixelEncoder, resnet_trunk
+from agent.models.encoders import BasicBlock, PixelEncoder, resnet_trunk, scale_frames
 from agent.models.world_model import WorldModel
 
 PIX = (3, 64, 64)
@@ -75,3 +75,11 @@ def test_checkpoints_from_before_the_encoder_options_still_match():
     names = [n for n, _ in PixelEncoder(PIX, 8, 16, arch="flatten").named_parameters()]
     assert names == ["convs.0.weight", "convs.0.bias", "convs.2.weight", "convs.2.bias", "convs.4.weight",
                      "convs.4.bias", "convs.6.weight", "convs.6.bias", "head.weight", "head.bias"]  # fmt: skip
+
+
+def test_scale_frames_is_the_out_of_place_form_bit_for_bit_and_leaves_its_input():
+    frames = torch.arange(256, dtype=torch.uint8).repeat(2, 3, 1, 1)  # every byte value
+    assert torch.equal(scale_frames(frames), frames.float() / 255.0 - 0.5) and scale_frames(frames).dtype == torch.float32
+    floats = torch.rand(2, 3, 4, 4) * 255
+    before = floats.clone()
+    assert torch.equal(scale_frames(floats), floats / 255.0 - 0.5) and torch.equal(floats, before)  # a float input is copied, not written

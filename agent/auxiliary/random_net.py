@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from agent.auxiliary.base import AuxTask
-from agent.models.encoders import PixelEncoder
+from agent.models.encoders import PixelEncoder, scale_frames
 from agent.models.nets import StateEncoder, mlp
 
 RANDOM_NETS = ("conv", "linear")
@@ -21,7 +21,7 @@ class RandomLinear(nn.Module):
         self.linear = nn.Linear(int(torch.tensor(obs_shape).prod()), out_dim)
 
     def forward(self, obs: Tensor) -> Tensor:
-        x = obs.float() / 255.0 - 0.5 if self.pixels else obs.float()
+        x = scale_frames(obs) if self.pixels else obs.float()
         return self.linear(x.flatten(1))
 
 
