@@ -26,6 +26,7 @@ from agent.analysis import (
     representation_metrics,
 )
 from agent.analysis.bisim import counting_mdp, largest_bisimulation, unhealthy_collapse
+from agent.models.probe import DecoderProbe
 from envs.counting import CountingEnv
 
 FIGURES = ("pca.png", "heatmap.png", "reconstructions.png")
@@ -116,7 +117,7 @@ def analyse(
         recon = None
         if decode is not None:
             recon = decode(z).float().cpu()
-            metrics["decoder_mse"] = float((recon - (pixels.float() / 127.5 - 1)).pow(2).mean())
+            metrics["decoder_mse"] = float((recon - DecoderProbe.target(pixels)).pow(2).mean())
     metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
     for name, fig in (("pca.png", plot_pca(z, counts, title)), ("heatmap.png", plot_distance_heatmap(z, counts, title))):
         fig.savefig(out / name, dpi=110, bbox_inches="tight")
