@@ -138,3 +138,52 @@ def test_compiled_tdmpc_agent_on_cuda_updates_and_plans_as_eager(mode):
             values.append(refit.value.float().clone())
     torch.testing.assert_close(values[1], values[0], rtol=1e-3, atol=1e-4)
     assert fast.act(batch["obs"][0, :2]).shape == (2, 6) and fast.act(batch["obs"][0, :2]).device.type == "cuda"
+
+
+def _host_waits(fn) -> list[str]:
+    """Where ``fn`` made the host wait for the GPU (torch's sync debug mode: ``.item()``, blocking copies,
+    ``nonzero``, ...), as ``file:line: message``; the device is drained before and after."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    return [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "synchroniz" in str(w.message)]
+
+
+@cuda
+@pytest.mark.parametrize("fused", [False, True])
+def test_representation_updates_never_wait_for_the_gpu(tiny_cfg, tmp_path, fused):
+    """With the data on the device, sampling a batch and the update (the probe's step included) only queue
+    work: a non-finite step is recorded on the device (``FiniteWatch``), the slice indices go through pinned memory."""
+    trainer = Trainer(tiny_cfg("device=cuda", "data.device=cuda", "analysis.every=0", f"perf.fused_adam={fused}"), tmp_path)
+    trainer.collect(400)
+    for _ in range(2):  # the optimisers' state is made at the first steps
+        trainer.agent.update(trainer.sample(), train_probe=True)
+    waits = _host_waits(lambda: [trainer.agent.update(trainer.sample(), train_probe=True) for _ in range(3)])
+    assert not waits, "\n".join(waits)
+    trainer.agent.finite.raise_if_bad()
+
+
+@cuda
+@pytest.mark.parametrize("fused", [False, True])
+def test_online_updates_and_plans_never_wait_for_the_gpu(tmp_path, fused):
+    """The TD-MPC2 agent's update (both optimisers, the Q scale, the Polyak step) and its plan queue work only
+    (the env needs the action on the host: that copy is the one wait of an env step)."""
+    from agent.run.online import OnlineTrainer
+    from tests.test_online import online_cfg
+
+    task = ("task=gym/Pendulum-v1", "aux=none", "task.episode_length=20", "agent.total_steps=50", "agent.eval_every=50")
+    trainer = OnlineTrainer(online_cfg(*task, "device=cuda", "data.device=cuda", f"perf.fused_adam={fused}"), tmp_path)
+    trainer.run()
+    obs = trainer.buffer.stored()["observation"][-1:].cpu()
+    waits = _host_waits(lambda: [trainer.agent.update(trainer.buffer.sample()) for _ in range(3)])
+    waits += _host_waits(lambda: [trainer.agent.act(obs) for _ in range(2)])
+    assert not waits, "\n".join(waits)
+    trainer.agent.finite.raise_if_bad()

@@ -12,11 +12,13 @@ from torch import Tensor, nn
 from agent.agents.compiled import check_compile, compiled
 from agent.agents.update import (
     ADAM_EPS,
+    FiniteWatch,
     adam,
     autocast,
     check_precision,
     load_optimizer,
     optimizer_step,
+    set_mode,
 )
 from agent.auxiliary import AuxTask
 from agent.losses.pjepa import check_routing, pjepa_losses
@@ -101,6 +103,7 @@ class PJEPAAgent(nn.Module):
             self.to(memory_format=torch.channels_last)  # 4-D conv weights only; the rest is unchanged
         # compiled once per agent when asked; unbound, so a deep copy of the agent runs it on itself
         self._compiled_losses = compiled(type(self).losses, cfg.compile_mode) if cfg.compile else None
+        self.finite = FiniteWatch()  # checks each step at once on a CPU; on a GPU the run asks it (raise_if_bad)
 
     def autocast(self) -> torch.autocast:
         """The update's precision context (bf16 autocast on the agent's device type, or a no-op)."""
@@ -133,13 +136,14 @@ class PJEPAAgent(nn.Module):
         Returns:
             detached metrics ``loss/<name>``, ``loss/total``, ``grad_norm`` (and ``loss/probe``).
         Raises:
-            NonFiniteLossError: a loss or gradient is NaN/inf; that optimiser's parameters were not changed.
+            NonFiniteLossError: a loss or gradient is NaN/inf; that optimiser's parameters were not changed (on
+                a CPU; on a GPU the step is recorded in :attr:`finite`, whose ``raise_if_bad`` raises it).
         """
-        self.train()
+        set_mode(self, True)
         with self.autocast():
             terms, _ = self.loss_fn(batch)
         total = sum(self.cfg.loss_scales.get(k, 0.0) * v for k, v in terms.items())
-        grad_norm = optimizer_step(self.optim, total, self.cfg.grad_clip, "world-model", terms)
+        grad_norm = optimizer_step(self.optim, total, self.cfg.grad_clip, "world-model", terms, self.finite)
         metrics = {f"loss/{k}": v.detach() for k, v in terms.items()}
         metrics.update({"loss/total": total.detach(), "grad_norm": grad_norm.detach()})
         if self.probe is not None and train_probe:
@@ -148,7 +152,7 @@ class PJEPAAgent(nn.Module):
             # clean latents, as the probe is evaluated on: training ones are of shift-augmented frames
             with self.autocast():
                 probe_loss = self.probe.loss(self.encode(obs0), obs0)
-            optimizer_step(self.probe_optim, probe_loss, float("inf"), "decoder-probe")
+            optimizer_step(self.probe_optim, probe_loss, float("inf"), "decoder-probe", watch=self.finite)
             metrics["loss/probe"] = probe_loss.detach()
         return metrics
 
@@ -159,11 +163,12 @@ class PJEPAAgent(nn.Module):
 
     @torch.no_grad()
     def encode(self, obs: Tensor) -> Tensor:
-        """Latents without augmentation: ``obs [N, *obs_shape] -> [N, D]``."""
-        was = self.training
-        self.eval()
+        """Latents without augmentation: ``obs [N, *obs_shape] -> [N, D]`` (the encoder in eval mode, then
+        back in its own: the rest of the agent keeps its mode)."""
+        was = self.wm.encoder.training
+        set_mode(self.wm.encoder, False)
         z = self.wm.encode(obs.to(self.device))
-        self.train(was)
+        set_mode(self.wm.encoder, was)
         return z
 
     def optim_state(self) -> dict:

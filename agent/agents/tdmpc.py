@@ -11,13 +11,16 @@ from torch import Tensor, nn
 from agent.agents.compiled import check_compile, compiled
 from agent.agents.update import (
     ADAM_EPS,
+    FiniteWatch,
     adam,
     autocast,
     check_precision,
     load_optimizer,
     optimizer_step,
+    set_mode,
 )
 from agent.auxiliary import AuxTask
+from agent.data.buffer import to_device
 from agent.losses.pjepa import check_routing
 from agent.losses.tdmpc import TERMS, policy_loss, world_model_losses
 from agent.models.heads import RunningScale, polyak
@@ -106,6 +109,7 @@ class TDMPCAgent(nn.Module):
         if cfg.compile:
             kw = {"mode": cfg.compile_mode, "dynamic": False, "options": {"fallback_random": True}}
             self._wm_losses, self._pi_loss = compiled(self._wm_losses, **kw), compiled(self._pi_loss, **kw)
+        self.finite = FiniteWatch()  # checks each step at once on a CPU; on a GPU the run asks it (raise_if_bad)
 
     @property
     def device(self) -> torch.device:
@@ -124,19 +128,20 @@ class TDMPCAgent(nn.Module):
         """One step on ``obs [H+1, B, ...]``, ``action``/``reward``/``terminated`` ``[H, B, .]`` (+ aux keys).
 
         Returns detached metrics ``loss/<term>``, ``loss/total``, ``loss/pi``, ``grad_norm``.
-        Raises :class:`NonFiniteLossError` before any parameter changes when a loss is NaN/inf.
+        Raises :class:`NonFiniteLossError` before any parameter changes when a loss is NaN/inf (on a CPU; on a
+        GPU the steps are recorded in :attr:`finite`, whose ``raise_if_bad`` raises it).
         """
-        self.train()
+        set_mode(self, True)
         c = self.cfg
         with autocast(self.device, c.precision):
             total, terms, rollout = self._wm_losses(self, batch)
-        grad_norm = optimizer_step(self.optim, total, c.grad_clip, "world-model", terms)
+        grad_norm = optimizer_step(self.optim, total, c.grad_clip, "world-model", terms, self.finite)
         # used: dropped before the policy step (compiled under CUDA graphs, the backward wrote them into the graphs'
         # memory, which the policy loss's step reuses; the policy loss would add its Q gradients into them)
         self.optim.zero_grad(set_to_none=True)
         with autocast(self.device, c.precision):
             pi_loss = self._pi_loss(self, rollout)  # TD-MPC2: on the rollout
-        optimizer_step(self.pi_optim, pi_loss, c.grad_clip, "policy")
+        optimizer_step(self.pi_optim, pi_loss, c.grad_clip, "policy", watch=self.finite)
         self.model.qs.zero_grad(set_to_none=True)  # the policy loss must not leak into the next Q step
         polyak(self.model.target_qs, self.model.qs, c.tau)
         metrics = {f"loss/{k}": v.detach() for k, v in terms.items()}
@@ -166,9 +171,9 @@ class TDMPCAgent(nn.Module):
         Eval mode uses its own planner (own warm start and generator), so evaluating in the middle
         of a training episode leaves the training planner's state alone.
         """
-        self.eval()
+        set_mode(self, False)
         with autocast(self.device, self.cfg.precision):
-            z = self.model.encode(obs.to(self.device)).float()  # the planner's distribution stays fp32
+            z = self.model.encode(to_device(obs, self.device)).float()  # the planner's distribution stays fp32
             if use_planner:
                 return (self.eval_planner if eval_mode else self.planner).plan(z, eval_mode=eval_mode).float()
             sample = self.model.policy(z)

@@ -9,29 +9,40 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss, gradient or weight became NaN/inf; the update was not applied (or not saved)."""
+from agent.agents.finite import FiniteWatch, NonFiniteLossError
 
 
-def optimizer_step(optim: torch.optim.Optimizer, loss: Tensor, clip: float, what: str, terms: Mapping[str, Tensor] | None = None) -> Tensor:
+def optimizer_step(
+    optim: torch.optim.Optimizer, loss: Tensor, clip: float, what: str,
+    terms: Mapping[str, Tensor] | None = None, watch: FiniteWatch | None = None,
+) -> Tensor:  # fmt: skip
     """``loss.backward()``, clip the gradient norm of ``optim``'s parameters to ``clip``, step.
 
-    Raises :class:`NonFiniteLossError` naming ``what`` (and the loss ``terms``) before any parameter
-    changes when the loss or the gradient norm is NaN/inf. Returns the pre-clip gradient norm.
+    ``watch`` (by default one that checks at once) checks the loss and the gradient norm: checking at once,
+    a NaN/inf raises :class:`NonFiniteLossError` naming ``what`` (and the loss ``terms``) before any parameter
+    changes; a deferred watch records it for its :meth:`FiniteWatch.raise_if_bad`. Returns the pre-clip
+    gradient norm.
     """
-    if not torch.isfinite(loss):
-        shown = {k: float(v.detach()) for k, v in (terms or {what: loss}).items()}
-        raise NonFiniteLossError(f"non-finite {what} loss: {shown}")
+    watch = watch or FiniteWatch(deferred=False)
+    watch.loss(what, loss, terms)
     optim.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for g in optim.param_groups for p in g["params"]]
     grad_norm = nn.utils.clip_grad_norm_(params, clip)
-    if not torch.isfinite(grad_norm):
+    try:
+        watch.grads(what, loss, grad_norm, terms)
+    except NonFiniteLossError:
         optim.zero_grad(set_to_none=True)
-        raise NonFiniteLossError(f"non-finite {what} gradient (norm {float(grad_norm)}) from a finite loss {float(loss.detach()):.4g}")
+        raise
     optim.step()
     return grad_norm
+
+
+def set_mode(module: nn.Module, training: bool) -> None:
+    """``module.train(training)``, but only when its mode differs: the call walks every submodule (~2 us
+    each on the project's CPU, ~0.1 ms for an agent), which a loop that stays in one mode need not pay."""
+    if module.training != training:
+        module.train(training)
 
 
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device computes it natively, else fp32

@@ -32,7 +32,7 @@ class ReplayBuffer:
     boundaries over the whole storage after every write: ~4 ms per online step at 1M transitions).
     Here the boundaries are kept as the data comes (a few small tensors on the CPU), the draws use torch's
     global generator on the CPU, and the storage and the gathers stay on ``storage_device`` (the slice
-    indices are copied there: no host sync).
+    indices are copied there through pinned memory: the host never waits for a GPU, see :func:`to_device`).
 
     Args:
         capacity: transitions kept (a ring: the oldest is overwritten).
@@ -149,7 +149,7 @@ class ReplayBuffer:
             raise RuntimeError(f"no trajectory of at least horizon={h} transitions among the {len(self)} stored")
         pick = torch.randint(len(start), (self.batch_size,))
         first = start[pick] + (torch.rand(self.batch_size) * (length[pick] - h + 1)).long()  # [B] write indices (floored)
-        return ((first + self._offsets) % self.capacity).to(self.storage_device)
+        return to_device((first + self._offsets) % self.capacity, self.storage_device)
 
     def sample(self) -> dict[str, torch.Tensor]:
         """A batch: ``obs [H+1, B, ...]``, ``action [H, B, A]``, the obs and step keys, on ``device``."""
@@ -168,7 +168,7 @@ class ReplayBuffer:
             batch[key] = leaf["next", key][idx]
         if "terminated" in batch:
             batch["terminated"] = batch["terminated"].float()
-        return {k: v.to(self.device, non_blocking=self.device.type == "cuda") for k, v in batch.items()}
+        return {k: to_device(v, self.device) for k, v in batch.items()}
 
     def stored(self) -> TensorDict:
         """Every stored transition (the keys batches read), oldest first ``[len(self)]`` (a copy)."""
@@ -176,6 +176,16 @@ class ReplayBuffer:
             return TensorDict({}, batch_size=[0])
         first = self.written % self.capacity if self.written > self.capacity else 0
         return self._store[((torch.arange(len(self)) + first) % self.capacity).to(self.storage_device)]
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``. A CPU tensor bound for a GPU is copied from pinned memory without blocking: a copy
+    from pageable memory first waits for everything the GPU has queued (CUDA synchronises the stream), so the
+    host could not queue the next update while the device works. (Torch's pinned-memory cache keeps the
+    block until its copy has run.)"""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def save_buffer(buffer: ReplayBuffer, path: str | Path, step: int) -> Path:

@@ -161,10 +161,12 @@ class RunningScale(nn.Module):
         super().__init__()
         self.tau = tau
         self.register_buffer("value", torch.ones(()))
+        # on the module's device, so a GPU update never copies them from the host (a copy that waits for the device)
+        self.register_buffer("percentiles", torch.tensor([0.05, 0.95]), persistent=False)
 
     @torch.no_grad()
     def update(self, x: Tensor) -> None:
-        q = torch.quantile(x.detach().float().flatten(), torch.tensor([0.05, 0.95], device=x.device))
+        q = torch.quantile(x.detach().float().flatten(), self.percentiles)
         self.value.lerp_((q[1] - q[0]).clamp_min(1.0).to(self.value.dtype), self.tau)  # as TD-MPC2: never below 1
 
     def forward(self, x: Tensor) -> Tensor:

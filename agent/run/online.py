@@ -137,6 +137,7 @@ class OnlineTrainer(RunSkeleton):
         stop_at = deadline(s.time_limit, t0)
         try:
             while self.step < total:
+                self.check_finite()  # never plan with what a non-finite step left (NaN scores stop MPPI's draw)
                 action = self._act(td, self.step < self.seed_steps or random_collect)
                 self.actions.append(action.detach().cpu().clone())
                 td.set("action", action)
@@ -164,10 +165,12 @@ class OnlineTrainer(RunSkeleton):
                         except NonFiniteLossError as err:
                             raise self.stopped(err) from err
                     if self.step % s.log.every == 0:
+                        self.check_finite()
                         rate = (self.step - steps0) / (time.perf_counter() - t0)
                         row = self.logger.log(self.step, {**metrics, "perf/env_steps_per_s": rate})
                         bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in row.items() if k.startswith("loss/")})
                 if self.step % a.eval_every == 0 or self.step == total:
+                    self.check_finite()
                     last_eval = self.evaluate()
                     self.save()
             return last_eval

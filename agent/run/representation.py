@@ -114,6 +114,7 @@ class Trainer(RunSkeleton):
         """The representation analysis (counting task only), logged as a row of ``repr.csv``."""
         if self.s.task["suite"] != "counting":
             return {}
+        self.check_finite()
         if self._sets is None:
             self._sets = analysis_sets(self.s.task, self.cfg["analysis"])
         probe = self.agent.probe
@@ -184,6 +185,7 @@ class Trainer(RunSkeleton):
                     log.info("time_limit of %s min reached at step %d of %d: saving and analysing", s.time_limit, self.step, total)
                     total = self.step  # the last step: logged, saved and analysed as the end of the run
                 if self.step % log_every == 0 or self.step == total:
+                    self.check_finite()
                     rate = (self.step - steps0) / (time.perf_counter() - t0)
                     row = self.logger.log(self.step, {**metrics, "perf/updates_per_s": rate, "data/frames": self.frames})
                     bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if k.startswith("loss/")})

@@ -107,8 +107,17 @@ class RunSkeleton:
         """Bring the job's own state back from a checkpoint (after the agent's weights are loaded)."""
 
     # ------------------------------------------------------------------ checkpoints
+    def check_finite(self) -> None:
+        """Stop the run (:meth:`stopped`) if an optimiser step the agent recorded on its device was not finite
+        (:class:`agent.agents.finite.FiniteWatch`; at once on a CPU, where nothing is left to ask)."""
+        try:
+            self.agent.finite.raise_if_bad()
+        except NonFiniteLossError as err:
+            raise self.stopped(err) from err
+
     def save(self) -> Path:
-        """Write ``step_<n>.pt`` / ``last.pt``; weights holding NaN/inf stop the run instead."""
+        """Write ``step_<n>.pt`` / ``last.pt``; a non-finite step or weights holding NaN/inf stop the run instead."""
+        self.check_finite()
         state = self.agent.state_dict()
         try:
             check_finite_weights(state.items())

@@ -1,0 +1,77 @@
+"""Whether each optimiser step's loss and gradient were finite: checked at once on a CPU, recorded on a GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss, gradient or weight became NaN/inf; the update was not applied (or not saved)."""
+
+
+class FiniteWatch:
+    """Checks the loss and the gradient norm of every optimiser step it is shown.
+
+    At once (``deferred=False``): a non-finite value raises :class:`NonFiniteLossError` before its optimiser
+    steps. A CPU computes in program order, so asking costs nothing there. On a GPU, reading a value back
+    waits until the device has run all that was queued before it: asking twice per optimiser step would make
+    the host wait for each forward and backward instead of queueing the next update while the device works.
+    Deferred (``deferred=True``): each step records on the device whether it was finite (and, for the first
+    that was not, its loss terms), and goes ahead; :meth:`raise_if_bad` reads the record back (one wait) where
+    the run's state leaves it: before a log row, a checkpoint, an analysis, an evaluation or an env step.
+    ``None`` (the agents' default): deferred exactly where the loss is not on a CPU.
+    """
+
+    def __init__(self, deferred: bool | None = None) -> None:
+        self.deferred = deferred
+        self._steps: dict[str, int] = {}  # optimiser steps recorded per loss name
+        self._first: dict[str, Tensor] = {}  # per name: the 0-based step of its first non-finite one, -1 if none
+        self._values: dict[str, Tensor] = {}  # per name: loss, gradient norm and terms of that step
+        self._names: dict[str, list[str]] = {}
+
+    def _defers(self, loss: Tensor) -> bool:
+        return loss.device.type != "cpu" if self.deferred is None else self.deferred
+
+    def loss(self, what: str, loss: Tensor, terms: Mapping[str, Tensor] | None = None) -> None:
+        """Before the backward: at once, raise if ``loss`` (the ``what`` loss) is NaN/inf, naming ``terms``."""
+        if not self._defers(loss) and not torch.isfinite(loss):
+            shown = {k: float(v.detach()) for k, v in (terms or {what: loss}).items()}
+            raise NonFiniteLossError(f"non-finite {what} loss: {shown}")
+
+    def grads(self, what: str, loss: Tensor, grad_norm: Tensor, terms: Mapping[str, Tensor] | None = None) -> None:
+        """Before the optimiser steps: at once, raise if ``grad_norm`` is NaN/inf; deferred, record this step."""
+        if not self._defers(loss):
+            if not torch.isfinite(grad_norm):
+                raise NonFiniteLossError(f"non-finite {what} gradient (norm {float(grad_norm)}) from a finite loss {float(loss.detach()):.4g}")
+            return
+        terms = terms or {}
+        values = torch.stack([loss.detach().float(), grad_norm.detach().float(), *(v.detach().float() for v in terms.values())])
+        step = self._steps.get(what, 0)
+        if what not in self._first:
+            self._first[what] = torch.full((), -1, dtype=torch.long, device=values.device)
+            self._values[what] = torch.full_like(values, float("nan"))
+            self._names[what] = list(terms)
+        first = self._first[what].lt(0) & ~torch.isfinite(values[:2]).all()
+        self._first[what] = torch.where(first, step, self._first[what])
+        self._values[what] = torch.where(first, values, self._values[what])
+        self._steps[what] = step + 1
+
+    def raise_if_bad(self) -> None:
+        """Raise :class:`NonFiniteLossError` if a deferred step was not finite (naming the loss, how many of its
+        steps ago, and its terms then); the record reads back in one wait, and only when there is one."""
+        if not self._first:
+            return
+        names = list(self._first)
+        firsts = torch.stack([self._first[n] for n in names]).tolist()
+        for what, first in zip(names, firsts):
+            if first >= 0:
+                loss, norm, *terms = self._values[what].tolist()
+                shown = dict(zip(self._names[what], terms)) or {what: loss}
+                ago = self._steps[what] - first
+                raise NonFiniteLossError(
+                    f"non-finite {what} loss or gradient {ago} optimiser step(s) before this check "
+                    f"(loss {loss:.4g}, gradient norm {norm:.4g}; terms {shown})"
+                )

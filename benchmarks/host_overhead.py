@@ -1,0 +1,107 @@
+"""The host's side of an update, which a GPU cannot hide: each job's update at tiny shapes, where the maths costs
+little and the time is Python's, the dispatcher's and the optimisers' loops.
+
+    python benchmarks/host_overhead.py [--batch-size 4] [--iters 50] [--rounds 3]
+
+Rows, in one process, alternating round by round (the first is the baseline):
+
+- ``walks``: every mode switch walks its module (``nn.Module.train``), as each update did before ``set_mode``;
+  a non-finite check reads its value back at once (the CPU's way; on a GPU each read waits for the device).
+- ``cpu``: the code as a CPU runs it: a switch only where the mode changes; checks at once.
+- ``gpu``: the code as a GPU runs it: each optimiser step's check recorded on the device (``FiniteWatch``
+  deferred): what that record costs the host (its reads, once per log row, are not in the loop).
+
+Each row prints ms per update (representation: the decoder probe's step every 4th, as the job; online: the
+world model's and the policy's steps and the Polyak step) and the ATen ops it dispatches per update (leaf ops
+of the profiler's tree: each launches a kernel on a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from train_throughput import config, filled_buffer
+from walker import walker_agent
+
+import agent.agents.pjepa
+import agent.agents.tdmpc
+from agent.agents.factory import build_agent
+from agent.agents.finite import FiniteWatch
+from agent.agents.update import set_mode
+
+ROWS = ("walks", "cpu", "gpu")
+AGENT_MODULES = (agent.agents.pjepa, agent.agents.tdmpc)
+
+
+@contextmanager
+def row(name: str, agents: list) -> Iterator[None]:
+    """The agents and their modules as row ``name`` runs them."""
+    for m in AGENT_MODULES:
+        m.set_mode = (lambda module, training: module.train(training)) if name == "walks" else set_mode
+    for a in agents:
+        a.finite = FiniteWatch(deferred=name == "gpu")
+    try:
+        yield
+    finally:
+        for m in AGENT_MODULES:
+            m.set_mode = set_mode
+
+
+def leaf_ops(fn: Callable[[], object]) -> int:
+    """ATen ops ``fn`` dispatches that call no other ATen op (the ones that would launch kernels)."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and not any(c.name.startswith("aten::") for c in e.cpu_children))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; tiny model, batch {args.batch_size}")
+    torch.manual_seed(0)
+    cfg = config("tiny", args.batch_size, "cpu")
+    buffer = filled_buffer(cfg, 4096)
+    rep = build_agent(cfg, (3, 64, 64), 1)
+    online = walker_agent("tiny")
+    b = args.batch_size  # walker-walk's shapes, horizon 3
+    batch = {"obs": torch.randn(4, b, 24), "action": torch.rand(3, b, 6) * 2 - 1, "reward": torch.rand(3, b, 1), "terminated": torch.zeros(3, b, 1)}
+    count = [0]
+
+    def rep_update() -> None:
+        rep.update(buffer.sample(), train_probe=count[0] % 4 == 0)
+        count[0] += 1
+
+    jobs = {"representation": (rep, rep_update), "online": (online, lambda: online.update(batch))}
+    times: dict[tuple[str, str], list[float]] = {}
+    ops: dict[tuple[str, str], float] = {}
+    for r in range(args.rounds):
+        for name in ROWS:
+            for job, (agent_, fn) in jobs.items():
+                with row(name, [agent_]):
+                    for _ in range(3):
+                        fn()
+                    t0 = time.perf_counter()
+                    for _ in range(args.iters):
+                        fn()
+                    times.setdefault((job, name), []).append((time.perf_counter() - t0) / args.iters * 1e3)
+                    if r == 0:
+                        ops[(job, name)] = sum(leaf_ops(fn) for _ in range(4)) / 4
+    print(f"{'job':>15} {'row':>6} {'ms per update, each round':>28} {'mean':>7} {'x walks':>8} {'ops':>6}")
+    for job in jobs:
+        base = sum(times[(job, "walks")]) / args.rounds
+        for name in ROWS:
+            t = times[(job, name)]
+            mean = sum(t) / len(t)
+            print(f"{job:>15} {name:>6} {' '.join(f'{x:.2f}' for x in t):>28} {mean:>7.2f} {base / mean:>7.2f}x {ops[(job, name)]:>6.0f}")
+
+
+if __name__ == "__main__":
+    main()
