@@ -1,7 +1,7 @@
 """The host's side of an update, which a GPU cannot hide: each job's update at tiny shapes, where the maths costs
 little and the time is Python's, the dispatcher's and the optimisers' loops.
 
-    python benchmarks/host_overhead.py [--batch-size 4] [--iters 50] [--rounds 3]
+    python benchmarks/host_overhead.py [--batch-size 4] [--iters 50] [--rounds 3] [--overrides perf.compile=true ...]
 
 Rows, in one process, alternating round by round (the first is the baseline):
 
@@ -12,8 +12,11 @@ Rows, in one process, alternating round by round (the first is the baseline):
   deferred): what that record costs the host (its reads, once per log row, are not in the loop).
 
 Each row prints ms per update (representation: the decoder probe's step every 4th, as the job; online: the
-world model's and the policy's steps and the Polyak step) and the ATen ops it dispatches per update (leaf ops
-of the profiler's tree: each launches a kernel on a GPU).
+world model's and the policy's steps and the Polyak step; online plan: one MPPI action, the job's planner), the ATen ops it dispatches per update outside
+compiled graphs that launch kernels on a GPU (leaf ops of the profiler's tree but views, allocations and
+reads of CPU scalars; each multi-tensor ``_foreach_`` op as one) and its compiled-graph calls.
+``--overrides perf.compile=true``: both agents compiled (on a GPU with CUDA graphs each graph call is one replay;
+what stays eager is what a GPU's host still launches op by op); ``perf.fused_adam=true``: Adam's fused kernel.
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ from agent.agents.finite import FiniteWatch
 from agent.agents.update import set_mode
 
 ROWS = ("walks", "cpu", "gpu")
+# leaf ops that launch no kernel: views and metadata, allocations, and reads of CPU scalars (Adam's step counts)
+NO_KERNEL = {
+    f"aten::{op}" for op in ("detach", "detach_", "as_strided", "view", "alias", "_reshape_alias", "lift_fresh", "empty",
+                             "empty_strided", "t", "transpose", "expand", "unsqueeze", "squeeze", "select", "slice", "permute",
+                             "_local_scalar_dense", "to", "_to_copy", "resize_", "is_nonzero")
+}  # fmt: skip
 AGENT_MODULES = (agent.agents.pjepa, agent.agents.tdmpc)
 
 
@@ -52,11 +61,26 @@ def row(name: str, agents: list) -> Iterator[None]:
             m.set_mode = set_mode
 
 
-def leaf_ops(fn: Callable[[], object]) -> int:
-    """ATen ops ``fn`` dispatches that call no other ATen op (the ones that would launch kernels)."""
+def host_ops(fn: Callable[[], object]) -> tuple[int, int]:
+    """What ``fn`` dispatches: ATen ops outside compiled graphs that call no other ATen op (each launches a
+    kernel on a GPU), and calls of compiled graphs (forward or backward: one CUDA-graph replay each under
+    ``perf.compile_mode=reduce-overhead``)."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::") and not any(c.name.startswith("aten::") for c in e.cpu_children))
+    ops = graphs = 0
+    todo = [e for e in prof.events() if e.cpu_parent is None]
+    while todo:
+        e = todo.pop()
+        if e.name.startswith(("Torch-Compiled Region", "CompiledFunction")):
+            graphs += 1
+            continue
+        if e.name.startswith("aten::_foreach_"):  # one multi-tensor launch per op on a GPU (a loop of ops on a CPU)
+            ops += 1
+            continue
+        leaf = e.name.startswith("aten::") and not any(c.name.startswith("aten::") for c in e.cpu_children)
+        ops += leaf and e.name not in NO_KERNEL
+        todo += e.cpu_children
+    return ops, graphs
 
 
 def main() -> None:
@@ -64,13 +88,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--overrides", nargs="*", default=[], help="settings of both agents, e.g. perf.compile=true perf.fused_adam=true")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; tiny model, batch {args.batch_size}")
+    extra = tuple(args.overrides)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; tiny model, batch {args.batch_size}; {' '.join(extra) or 'eager'}")
     torch.manual_seed(0)
-    cfg = config("tiny", args.batch_size, "cpu")
+    cfg = config(" ".join(("tiny", *extra)), args.batch_size, "cpu")
     buffer = filled_buffer(cfg, 4096)
     rep = build_agent(cfg, (3, 64, 64), 1)
-    online = walker_agent("tiny")
+    online = walker_agent("tiny", overrides=extra)
     b = args.batch_size  # walker-walk's shapes, horizon 3
     batch = {"obs": torch.randn(4, b, 24), "action": torch.rand(3, b, 6) * 2 - 1, "reward": torch.rand(3, b, 1), "terminated": torch.zeros(3, b, 1)}
     count = [0]
@@ -79,9 +105,10 @@ def main() -> None:
         rep.update(buffer.sample(), train_probe=count[0] % 4 == 0)
         count[0] += 1
 
-    jobs = {"representation": (rep, rep_update), "online": (online, lambda: online.update(batch))}
+    obs = batch["obs"][0, :1]
+    jobs = {"representation": (rep, rep_update), "online": (online, lambda: online.update(batch)), "online plan": (online, lambda: online.act(obs))}
     times: dict[tuple[str, str], list[float]] = {}
-    ops: dict[tuple[str, str], float] = {}
+    ops: dict[tuple[str, str], tuple[float, float]] = {}
     for r in range(args.rounds):
         for name in ROWS:
             for job, (agent_, fn) in jobs.items():
@@ -92,15 +119,16 @@ def main() -> None:
                     for _ in range(args.iters):
                         fn()
                     times.setdefault((job, name), []).append((time.perf_counter() - t0) / args.iters * 1e3)
-                    if r == 0:
-                        ops[(job, name)] = sum(leaf_ops(fn) for _ in range(4)) / 4
-    print(f"{'job':>15} {'row':>6} {'ms per update, each round':>28} {'mean':>7} {'x walks':>8} {'ops':>6}")
+                    if r == 0:  # over 4 updates: one with the probe's step
+                        counts = [host_ops(fn) for _ in range(4)]
+                        ops[(job, name)] = tuple(sum(c) / 4 for c in zip(*counts))
+    print(f"{'job':>15} {'row':>6} {'ms per update, each round':>28} {'mean':>7} {'x walks':>8} {'ops':>6} {'graphs':>7}")
     for job in jobs:
         base = sum(times[(job, "walks")]) / args.rounds
         for name in ROWS:
             t = times[(job, name)]
             mean = sum(t) / len(t)
-            print(f"{job:>15} {name:>6} {' '.join(f'{x:.2f}' for x in t):>28} {mean:>7.2f} {base / mean:>7.2f}x {ops[(job, name)]:>6.0f}")
+            print(f"{job:>15} {name:>6} {' '.join(f'{x:.2f}' for x in t):>28} {mean:>7.2f} {base / mean:>7.2f}x {ops[(job, name)][0]:>6.0f} {ops[(job, name)][1]:>7.1f}")
 
 
 if __name__ == "__main__":

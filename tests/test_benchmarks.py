@@ -14,6 +14,7 @@ from tests.conftest import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from compute_floor import ComputeRecorder, TensorSpec, replay  # noqa: E402
 from gpu_wheels import PRUNE, prune  # noqa: E402
+from host_overhead import host_ops  # noqa: E402
 from steady_rate import steady_rate  # noqa: E402
 from timing import peak_memory  # noqa: E402
 
@@ -130,3 +131,20 @@ def test_pruned_wheel_drops_the_assets_and_keeps_a_matching_record(tmp_path):
         record = z.read("dm_control-1.0.dist-info/RECORD").decode()
     assert names == {"dm_control/suite/walker.py", "dm_control-1.0.dist-info/RECORD"}
     assert record.startswith("dm_control/suite/walker.py,sha256=") and "soccer" not in record and "stale" not in record
+
+
+def test_host_ops_counts_the_kernels_an_op_sequence_launches():
+    x = torch.ones(8)
+    assert host_ops(lambda: x.view(2, 4).detach() * 2 + 1) == (2, 0)  # a view and a detach launch nothing
+    assert host_ops(lambda: torch._foreach_mul_([x, x.clone(), x.clone()], 1.0)) == (3, 0)  # two copies, one multi-tensor op
+
+
+def test_host_overhead_reports_each_row_and_the_deferred_checks_ops():
+    cmd = [sys.executable, "benchmarks/host_overhead.py", "--iters", "1", "--rounds", "1", "--batch-size", "2"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [r.rsplit(maxsplit=6) for r in out.stdout.splitlines() if r.split()[-1:] == ["0.0"]]  # job, row, 1 round, mean, x, ops, graphs
+    ops = {(r[0].strip(), r[1]): int(r[-2]) for r in rows}
+    assert sorted(ops) == sorted((j, r) for j in ("representation", "online", "online plan") for r in ("walks", "cpu", "gpu"))
+    for job in ("representation", "online"):  # the deferred watch records each step on the device: a few ops more
+        assert ops[(job, "walks")] == ops[(job, "cpu")] < ops[(job, "gpu")]

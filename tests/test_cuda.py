@@ -187,3 +187,27 @@ def test_online_updates_and_plans_never_wait_for_the_gpu(tmp_path, fused):
     waits += _host_waits(lambda: [trainer.agent.act(obs) for _ in range(2)])
     assert not waits, "\n".join(waits)
     trainer.agent.finite.raise_if_bad()
+
+
+@cuda
+def test_compiled_representation_agent_under_cuda_graphs_updates_as_eager_and_never_waits(tiny_cfg, tmp_path):
+    """``perf.compile=true perf.compile_mode=reduce-overhead`` (the GPU session's representation run): the
+    losses' and the probe's graphs give the eager agent's losses over three updates (recorded, then replayed),
+    and further updates queue work only."""
+    from agent.agents.factory import build_agent
+
+    fp32 = ("device=cuda", "perf.precision=fp32", "perf.channels_last=false", "model.shift_pad=0", "perf.fused_adam=true")
+    trainer = Trainer(tiny_cfg(*fp32, "data.device=cuda", "analysis.every=0"), tmp_path)
+    trainer.collect(400)
+    base = trainer.agent
+    fast = build_agent(tiny_cfg(*fp32, "perf.compile=true", "perf.compile_mode=reduce-overhead"), base.wm.obs_shape, base.wm.action_dim, "cuda")
+    fast.load_state_dict(base.state_dict())
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False):
+        for _ in range(3):
+            batch = trainer.sample()
+            want, got = base.update(batch), fast.update(batch)
+            for k in want:
+                torch.testing.assert_close(got[k].float(), want[k].float(), rtol=1e-3, atol=1e-5)
+    waits = _host_waits(lambda: [fast.update(trainer.sample(), train_probe=True) for _ in range(3)])
+    assert not waits, "\n".join(waits)
+    fast.finite.raise_if_bad()

@@ -53,8 +53,9 @@ def test_fast_paths_match_fp32_losses_and_updates(overrides, rtol):
         torch.testing.assert_close(got[k].float(), want[k], rtol=rtol, atol=1e-6)
     # one update each: the parameters move the same way (cosine of the steps close to 1)
     before = copy.deepcopy(base.state_dict())
-    base.update(batch)
-    fast.update(batch)
+    want_probe = base.update(batch)["loss/probe"]
+    got_probe = fast.update(batch)["loss/probe"]  # the probe's step too (compiled when asked)
+    torch.testing.assert_close(got_probe.float(), want_probe, rtol=rtol, atol=1e-6)
     for name, p0 in before.items():
         if p0.is_floating_point() and p0.numel() > 100:
             d_base, d_fast = (base.state_dict()[name] - p0).flatten(), (fast.state_dict()[name] - p0).flatten()
@@ -248,6 +249,9 @@ def test_a_deep_copy_of_a_compiled_agent_trains_and_plans_itself(monkeypatch, co
     batch = _batch()
     got, want, other = rep_twin.loss_fn(batch)[0], rep_twin.losses(batch)[0], rep.losses(batch)[0]
     assert all(torch.equal(got[k], want[k]) for k in want) and not torch.equal(got["dyn"], other["dyn"])
+    obs = batch["obs"][0]
+    assert rep_twin.probe_fn is not rep_twin.probe_loss  # compiled: a wrapper, called with the copy
+    assert torch.equal(rep_twin.probe_fn(obs), rep_twin.probe_loss(obs)) and not torch.equal(rep_twin.probe_fn(obs), rep.probe_loss(obs))
 
 
 def _cpu_bf16(monkeypatch, native: bool) -> None:

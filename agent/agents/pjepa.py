@@ -103,6 +103,8 @@ class PJEPAAgent(nn.Module):
             self.to(memory_format=torch.channels_last)  # 4-D conv weights only; the rest is unchanged
         # compiled once per agent when asked; unbound, so a deep copy of the agent runs it on itself
         self._compiled_losses = compiled(type(self).losses, cfg.compile_mode) if cfg.compile else None
+        # the probe's step too: eager, its ~120 ops would be most of what a GPU's host launches op by op (docs/benchmarks.md)
+        self._compiled_probe = compiled(type(self).probe_loss, cfg.compile_mode) if cfg.compile and self.probe else None
         self.finite = FiniteWatch()  # checks each step at once on a CPU; on a GPU the run asks it (raise_if_bad)
 
     def autocast(self) -> torch.autocast:
@@ -117,6 +119,18 @@ class PJEPAAgent(nn.Module):
     def loss_fn(self) -> Callable[[dict[str, Tensor]], tuple[dict[str, Tensor], Tensor]]:
         """The loss function the update runs: :meth:`losses`, compiled with ``perf.compile``."""
         return self.losses if self._compiled_losses is None else partial(self._compiled_losses, self)
+
+    @property
+    def probe_fn(self) -> Callable[[Tensor], Tensor]:
+        """The probe's loss function the update runs: :meth:`probe_loss`, compiled with ``perf.compile``."""
+        return self.probe_loss if self._compiled_probe is None else partial(self._compiled_probe, self)
+
+    def probe_loss(self, obs: Tensor) -> Tensor:
+        """The decoder probe's loss on the latents of ``obs [N, *obs_shape]``, no gradient into the encoder
+        (the caller puts the encoder in eval mode: clean latents, as the probe is evaluated on)."""
+        with torch.no_grad():
+            z = self.wm.encode(obs)
+        return self.probe.loss(z, obs)
 
     def losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
         """Unweighted loss terms for a batch (see :func:`agent.losses.pjepa.pjepa_losses`)."""
@@ -144,14 +158,17 @@ class PJEPAAgent(nn.Module):
             terms, _ = self.loss_fn(batch)
         total = sum(self.cfg.loss_scales.get(k, 0.0) * v for k, v in terms.items())
         grad_norm = optimizer_step(self.optim, total, self.cfg.grad_clip, "world-model", terms, self.finite)
+        # used: dropped before the probe's step (compiled under CUDA graphs, the backward wrote them into the
+        # graphs' memory, which the probe's graphs reuse)
+        self.optim.zero_grad(set_to_none=True)
         metrics = {f"loss/{k}": v.detach() for k, v in terms.items()}
         metrics.update({"loss/total": total.detach(), "grad_norm": grad_norm.detach()})
         if self.probe is not None and train_probe:
-            n = self.cfg.probe_batch
-            obs0 = batch["obs"][0, :n]
-            # clean latents, as the probe is evaluated on: training ones are of shift-augmented frames
+            obs0 = batch["obs"][0, : self.cfg.probe_batch]
+            set_mode(self.wm.encoder, False)  # clean latents, as the probe is evaluated on: training ones are of shifted frames
             with self.autocast():
-                probe_loss = self.probe.loss(self.encode(obs0), obs0)
+                probe_loss = self.probe_fn(obs0)
+            set_mode(self.wm.encoder, True)
             optimizer_step(self.probe_optim, probe_loss, float("inf"), "decoder-probe", watch=self.finite)
             metrics["loss/probe"] = probe_loss.detach()
         return metrics
