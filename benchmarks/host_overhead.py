@@ -5,16 +5,18 @@ little and the time is Python's, the dispatcher's and the optimisers' loops.
 
 Rows, in one process, alternating round by round (the first is the baseline):
 
-- ``walks``: every mode switch walks its module (``nn.Module.train``), as each update did before ``set_mode``;
-  a non-finite check reads its value back at once (the CPU's way; on a GPU each read waits for the device).
+- ``walks``: every mode switch walks its module (``nn.Module.train``), as each update did before ``set_mode``
+  (the probe's latents walk the encoder; the code before walked the whole agent twice there); a non-finite
+  check reads its value back at once (the CPU's way; on a GPU each read waits for the device).
 - ``cpu``: the code as a CPU runs it: a switch only where the mode changes; checks at once.
 - ``gpu``: the code as a GPU runs it: each optimiser step's check recorded on the device (``FiniteWatch``
-  deferred): what that record costs the host (its reads, once per log row, are not in the loop).
+  deferred): what that record costs the host (its reads, where the run's state leaves it, are not timed).
 
-Each row prints ms per update (representation: the decoder probe's step every 4th, as the job; online: the
-world model's and the policy's steps and the Polyak step; online plan: one MPPI action, the job's planner), the ATen ops it dispatches per update outside
-compiled graphs that launch kernels on a GPU (leaf ops of the profiler's tree but views, allocations and
-reads of CPU scalars; each multi-tensor ``_foreach_`` op as one) and its compiled-graph calls.
+Each row prints ms per call (representation: an update with its batch's sampling, the decoder probe's step
+every 4th, as the job; online: the world model's and the policy's steps and the Polyak step; online plan: one
+MPPI action, the job's planner), then, approximately, the kernels a GPU would launch per call outside compiled
+graphs (:func:`host_ops`; the representation update without its sampling, whose slice arithmetic stays on the
+host in a GPU job too) and the compiled-graph calls.
 ``--overrides perf.compile=true``: both agents compiled (on a GPU with CUDA graphs each graph call is one replay;
 what stays eager is what a GPU's host still launches op by op); ``perf.fused_adam=true``: Adam's fused kernel.
 """
@@ -38,12 +40,14 @@ from agent.agents.finite import FiniteWatch
 from agent.agents.update import set_mode
 
 ROWS = ("walks", "cpu", "gpu")
-# leaf ops that launch no kernel: views and metadata, allocations, and reads of CPU scalars (Adam's step counts)
-NO_KERNEL = {
-    f"aten::{op}" for op in ("detach", "detach_", "as_strided", "view", "alias", "_reshape_alias", "lift_fresh", "empty",
-                             "empty_strided", "t", "transpose", "expand", "unsqueeze", "squeeze", "select", "slice", "permute",
-                             "_local_scalar_dense", "to", "_to_copy", "resize_", "is_nonzero")
+# ATen ops that launch no kernel themselves: views and metadata, allocations, conversions (their copy counts)
+PASS = {
+    f"aten::{op}" for op in ("detach", "detach_", "as_strided", "view", "alias", "_reshape_alias", "empty", "empty_strided",
+                             "empty_like", "t", "transpose", "expand", "unsqueeze", "squeeze", "select", "slice", "permute",
+                             "to", "_to_copy", "resize_", "reshape", "contiguous")
 }  # fmt: skip
+# ... and host work under them: Python scalars wrapped as CPU tensors, reads of CPU scalars (Adam's step counts)
+HOST = {f"aten::{op}" for op in ("scalar_tensor", "lift_fresh", "_local_scalar_dense", "is_nonzero", "item")}
 AGENT_MODULES = (agent.agents.pjepa, agent.agents.tdmpc)
 
 
@@ -62,8 +66,10 @@ def row(name: str, agents: list) -> Iterator[None]:
 
 
 def host_ops(fn: Callable[[], object]) -> tuple[int, int]:
-    """What ``fn`` dispatches: ATen ops outside compiled graphs that call no other ATen op (each launches a
-    kernel on a GPU), and calls of compiled graphs (forward or backward: one CUDA-graph replay each under
+    """Roughly what ``fn`` would launch on a GPU, from a CPU profile: ATen ops outside compiled graphs that do
+    device work and call no other such op (each a kernel launch; a multi-tensor ``_foreach_`` op counted once,
+    as it launches once on a GPU; a conversion of a wrapped scalar counts, where a GPU would convert on the
+    host), and calls of compiled graphs (forward or backward: one CUDA-graph replay each under
     ``perf.compile_mode=reduce-overhead``)."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
@@ -73,13 +79,14 @@ def host_ops(fn: Callable[[], object]) -> tuple[int, int]:
         e = todo.pop()
         if e.name.startswith(("Torch-Compiled Region", "CompiledFunction")):
             graphs += 1
-            continue
-        if e.name.startswith("aten::_foreach_"):  # one multi-tensor launch per op on a GPU (a loop of ops on a CPU)
+        elif e.name.startswith("aten::_foreach_"):
             ops += 1
-            continue
-        leaf = e.name.startswith("aten::") and not any(c.name.startswith("aten::") for c in e.cpu_children)
-        ops += leaf and e.name not in NO_KERNEL
-        todo += e.cpu_children
+        elif e.name not in HOST:
+            kids = [c for c in e.cpu_children if c.name.startswith("aten::") and c.name not in HOST]
+            if e.name.startswith("aten::") and e.name not in PASS and all(c.name in PASS and not c.cpu_children for c in kids):
+                ops += 1  # device work with at most allocations and views under it
+            else:
+                todo += e.cpu_children
     return ops, graphs
 
 
@@ -99,19 +106,25 @@ def main() -> None:
     online = walker_agent("tiny", overrides=extra)
     b = args.batch_size  # walker-walk's shapes, horizon 3
     batch = {"obs": torch.randn(4, b, 24), "action": torch.rand(3, b, 6) * 2 - 1, "reward": torch.rand(3, b, 1), "terminated": torch.zeros(3, b, 1)}
-    count = [0]
+    count, drawn = [0], buffer.sample()
 
-    def rep_update() -> None:
-        rep.update(buffer.sample(), train_probe=count[0] % 4 == 0)
+    def rep_update(sample: bool = True) -> None:
+        rep.update(buffer.sample() if sample else drawn, train_probe=count[0] % 4 == 0)
         count[0] += 1
 
-    obs = batch["obs"][0, :1]
-    jobs = {"representation": (rep, rep_update), "online": (online, lambda: online.update(batch)), "online plan": (online, lambda: online.act(obs))}
+    def online_update() -> None:
+        online.update(batch)
+
+    def plan() -> None:
+        online.act(batch["obs"][0, :1])
+
+    # each job: its agent, the timed call, the counted call (the update alone: a GPU job's batch indices are drawn on the host)
+    jobs = {"representation": (rep, rep_update, lambda: rep_update(sample=False)), "online": (online, online_update, online_update), "online plan": (online, plan, plan)}
     times: dict[tuple[str, str], list[float]] = {}
     ops: dict[tuple[str, str], tuple[float, float]] = {}
     for r in range(args.rounds):
         for name in ROWS:
-            for job, (agent_, fn) in jobs.items():
+            for job, (agent_, fn, counted) in jobs.items():
                 with row(name, [agent_]):
                     for _ in range(3):
                         fn()
@@ -120,7 +133,7 @@ def main() -> None:
                         fn()
                     times.setdefault((job, name), []).append((time.perf_counter() - t0) / args.iters * 1e3)
                     if r == 0:  # over 4 updates: one with the probe's step
-                        counts = [host_ops(fn) for _ in range(4)]
+                        counts = [host_ops(counted) for _ in range(4)]
                         ops[(job, name)] = tuple(sum(c) / 4 for c in zip(*counts))
     print(f"{'job':>15} {'row':>6} {'ms per update, each round':>28} {'mean':>7} {'x walks':>8} {'ops':>6} {'graphs':>7}")
     for job in jobs:

@@ -137,6 +137,8 @@ def test_host_ops_counts_the_kernels_an_op_sequence_launches():
     x = torch.ones(8)
     assert host_ops(lambda: x.view(2, 4).detach() * 2 + 1) == (2, 0)  # a view and a detach launch nothing
     assert host_ops(lambda: torch._foreach_mul_([x, x.clone(), x.clone()], 1.0)) == (3, 0)  # two copies, one multi-tensor op
+    assert host_ops(lambda: torch.where(x > 0, 5, x)) == (2, 0)  # the wrapped 5 is host work; > and where launch
+    assert host_ops(lambda: (x - 3).abs().sum().item()) == (3, 0)  # the read back is host work
 
 
 def test_host_overhead_reports_each_row_and_the_deferred_checks_ops():

@@ -121,7 +121,7 @@ def test_the_agents_compile_as_auto_resolves(probe, problem):
     online = build_tdmpc_agent(compose_cfg(*ONLINE, "perf.compile=auto"), (3,), 1)
     builds = problem is None
     assert rep.cfg.compile is builds and online.cfg.compile is builds
-    assert (rep._compiled_losses is not None) is builds and len(asked) == (1 + 6) * builds  # the loss; two losses, 2 x 2 planner graphs
+    assert (rep._compiled_losses is not None) is builds and len(asked) == (2 + 6) * builds  # the loss and the probe's; two losses, 2 x 2 planner graphs
     with pytest.raises(ValueError, match="compile must be True or False here, got 'auto'"):
         type(online.cfg)(compile="auto")
 

@@ -86,7 +86,7 @@ def test_the_mode_reaches_torch_compile(monkeypatch):
     pool.asked.clear()
     rep = _agents("perf.compile=true", "perf.compile_mode=max-autotune-no-cudagraphs")[1]
     assert rep.cfg.compile_mode == "max-autotune-no-cudagraphs"
-    assert pool.asked == [{"options": {"max_autotune": True, "coordinate_descent_tuning": True}}]
+    assert pool.asked == [{"options": {"max_autotune": True, "coordinate_descent_tuning": True}}] * 2  # the loss and the probe's
     pool.asked.clear()
     _online("perf.compile=true")  # the default mode: inductor's defaults
     assert [kw["options"] for kw in pool.asked] == [{}] * 4 + [{"fallback_random": True}] * 2

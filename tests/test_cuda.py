@@ -190,7 +190,7 @@ def test_online_updates_and_plans_never_wait_for_the_gpu(tmp_path, fused):
 
 
 @cuda
-def test_compiled_representation_agent_under_cuda_graphs_updates_as_eager_and_never_waits(tiny_cfg, tmp_path):
+def test_compiled_representation_agent_under_cuda_graphs_updates_as_eager_without_host_waits(tiny_cfg, tmp_path):
     """``perf.compile=true perf.compile_mode=reduce-overhead`` (the GPU session's representation run): the
     losses' and the probe's graphs give the eager agent's losses over three updates (recorded, then replayed),
     and further updates queue work only."""

@@ -45,10 +45,20 @@ def test_a_deferred_watch_names_the_first_non_finite_step_when_asked():
     FiniteWatch(deferred=True).raise_if_bad()  # nothing recorded
 
 
+def test_a_deferred_watch_names_the_loss_that_went_first():
+    """In TD-MPC2 a NaN policy step poisons the next world-model step (its Q targets): the policy is named."""
+    watch, one, nan = FiniteWatch(deferred=True), torch.ones(()), torch.tensor(float("nan"))
+    for wm, pi in ((one, one), (one, nan), (nan, nan)):
+        watch.grads("world-model", wm, one, {"dyn": wm})
+        watch.grads("policy", pi, one)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite policy loss or gradient 3 optimiser step\(s\) before this check.*'policy': nan"):
+        watch.raise_if_bad()
+
+
 def test_deferred_nan_stops_the_representation_run_before_its_next_row_or_checkpoint(tiny_cfg, tmp_path, monkeypatch):
     trainer = Trainer(tiny_cfg("steps=12", "analysis.every=0"), tmp_path)  # log.every=3, checkpoint.every=6
     trainer.agent.finite = FiniteWatch(deferred=True)  # as on a GPU
-    real = trainer.agent.losses
+    real = trainer.agent.losses  # 9 world-model steps and 3 of the probe (every 4th): 12, the 10th bad
 
     def poisoned(batch):
         terms, z = real(batch)
@@ -57,7 +67,7 @@ def test_deferred_nan_stops_the_representation_run_before_its_next_row_or_checkp
         return terms, z
 
     monkeypatch.setattr(trainer.agent, "losses", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"training stopped at step 9: non-finite world-model loss or gradient 2 optimiser step\(s\) before.*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match=r"training stopped at step 9: non-finite world-model loss or gradient 3 optimiser step\(s\) before.*last good checkpoint"):
         trainer.run()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 6
     assert [line.split(",")[0] for line in (tmp_path / "metrics.csv").read_text().splitlines()[1:]] == ["3", "6"]
@@ -77,7 +87,7 @@ def test_deferred_nan_stops_the_online_run_before_the_env_takes_an_action(tmp_pa
         return (total * float("nan"), terms, rollout) if trainer.step >= 45 else (total, terms, rollout)
 
     trainer.agent._wm_losses = poisoned
-    with pytest.raises(NonFiniteLossError, match=r"training stopped at step 45: non-finite world-model loss or gradient 1 optimiser step"):
+    with pytest.raises(NonFiniteLossError, match=r"training stopped at step 45: non-finite world-model loss or gradient 2 optimiser step"):  # its policy step after it
         trainer.run()
     assert len(trainer.buffer) == 45 and torch.isfinite(trainer.buffer.stored()["action"]).all()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 30

@@ -250,7 +250,7 @@ def test_a_deep_copy_of_a_compiled_agent_trains_and_plans_itself(monkeypatch, co
     got, want, other = rep_twin.loss_fn(batch)[0], rep_twin.losses(batch)[0], rep.losses(batch)[0]
     assert all(torch.equal(got[k], want[k]) for k in want) and not torch.equal(got["dyn"], other["dyn"])
     obs = batch["obs"][0]
-    assert rep_twin.probe_fn is not rep_twin.probe_loss  # compiled: a wrapper, called with the copy
+    assert rep_twin._compiled_probe is not None  # compiled: a wrapper, called with the copy
     assert torch.equal(rep_twin.probe_fn(obs), rep_twin.probe_loss(obs)) and not torch.equal(rep_twin.probe_fn(obs), rep.probe_loss(obs))
 
 

@@ -27,9 +27,9 @@ class FiniteWatch:
 
     def __init__(self, deferred: bool | None = None) -> None:
         self.deferred = deferred
-        self._steps: dict[str, int] = {}  # optimiser steps recorded per loss name
-        self._first: dict[str, Tensor] = {}  # per name: the 0-based step of its first non-finite one, -1 if none
-        self._values: dict[str, Tensor] = {}  # per name: loss, gradient norm and terms of that step
+        self._steps = 0  # optimiser steps recorded, of every loss (in TD-MPC2 a bad policy step poisons the next Q targets)
+        self._first: dict[str, Tensor] = {}  # per loss name: the 0-based step (of all) of its first non-finite one, -1 if none
+        self._values: dict[str, Tensor] = {}  # per loss name: loss, gradient norm and terms of that step
         self._names: dict[str, list[str]] = {}
 
     def _defers(self, loss: Tensor) -> bool:
@@ -49,7 +49,7 @@ class FiniteWatch:
             return
         terms = terms or {}
         values = torch.stack([loss.detach().float(), grad_norm.detach().float(), *(v.detach().float() for v in terms.values())])
-        step = self._steps.get(what, 0)
+        step = self._steps
         if what not in self._first:
             self._first[what] = torch.full((), -1, dtype=torch.long, device=values.device)
             self._values[what] = torch.full_like(values, float("nan"))
@@ -57,21 +57,21 @@ class FiniteWatch:
         first = self._first[what].lt(0) & ~torch.isfinite(values[:2]).all()
         self._first[what] = torch.where(first, step, self._first[what])
         self._values[what] = torch.where(first, values, self._values[what])
-        self._steps[what] = step + 1
+        self._steps = step + 1
 
     def raise_if_bad(self) -> None:
-        """Raise :class:`NonFiniteLossError` if a deferred step was not finite (naming the loss, how many of its
-        steps ago, and its terms then); the record reads back in one wait, and only when there is one."""
+        """Raise :class:`NonFiniteLossError` if a deferred step was not finite, naming the loss whose step was
+        the earliest such, how many optimiser steps (of all losses) before this check, and its terms then.
+        The record reads back in one wait, and only when there is one."""
         if not self._first:
             return
         names = list(self._first)
-        firsts = torch.stack([self._first[n] for n in names]).tolist()
-        for what, first in zip(names, firsts):
-            if first >= 0:
-                loss, norm, *terms = self._values[what].tolist()
-                shown = dict(zip(self._names[what], terms)) or {what: loss}
-                ago = self._steps[what] - first
-                raise NonFiniteLossError(
-                    f"non-finite {what} loss or gradient {ago} optimiser step(s) before this check "
-                    f"(loss {loss:.4g}, gradient norm {norm:.4g}; terms {shown})"
-                )
+        bad = [(first, what) for first, what in zip(torch.stack([self._first[n] for n in names]).tolist(), names) if first >= 0]
+        if bad:
+            first, what = min(bad)
+            loss, norm, *terms = self._values[what].tolist()
+            shown = dict(zip(self._names[what], terms)) or {what: loss}
+            raise NonFiniteLossError(
+                f"non-finite {what} loss or gradient {self._steps - first} optimiser step(s) before this check "
+                f"(loss {loss:.4g}, gradient norm {norm:.4g}; terms {shown})"
+            )

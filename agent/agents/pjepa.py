@@ -166,9 +166,11 @@ class PJEPAAgent(nn.Module):
         if self.probe is not None and train_probe:
             obs0 = batch["obs"][0, : self.cfg.probe_batch]
             set_mode(self.wm.encoder, False)  # clean latents, as the probe is evaluated on: training ones are of shifted frames
-            with self.autocast():
-                probe_loss = self.probe_fn(obs0)
-            set_mode(self.wm.encoder, True)
+            try:
+                with self.autocast():
+                    probe_loss = self.probe_fn(obs0)
+            finally:
+                set_mode(self.wm.encoder, True)
             optimizer_step(self.probe_optim, probe_loss, float("inf"), "decoder-probe", watch=self.finite)
             metrics["loss/probe"] = probe_loss.detach()
         return metrics
@@ -184,9 +186,10 @@ class PJEPAAgent(nn.Module):
         back in its own: the rest of the agent keeps its mode)."""
         was = self.wm.encoder.training
         set_mode(self.wm.encoder, False)
-        z = self.wm.encode(obs.to(self.device))
-        set_mode(self.wm.encoder, was)
-        return z
+        try:
+            return self.wm.encode(obs.to(self.device))
+        finally:
+            set_mode(self.wm.encoder, was)
 
     def optim_state(self) -> dict:
         state = {"optim": self.optim.state_dict()}

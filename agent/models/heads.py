@@ -162,7 +162,7 @@ class RunningScale(nn.Module):
         self.tau = tau
         self.register_buffer("value", torch.ones(()))
         # on the module's device, so a GPU update never copies them from the host (a copy that waits for the device)
-        self.register_buffer("percentiles", torch.tensor([0.05, 0.95]), persistent=False)
+        self.register_buffer("percentiles", torch.tensor([0.05, 0.95], dtype=torch.float32), persistent=False)
 
     @torch.no_grad()
     def update(self, x: Tensor) -> None:

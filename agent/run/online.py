@@ -137,8 +137,10 @@ class OnlineTrainer(RunSkeleton):
         stop_at = deadline(s.time_limit, t0)
         try:
             while self.step < total:
-                self.check_finite()  # never plan with what a non-finite step left (NaN scores stop MPPI's draw)
-                action = self._act(td, self.step < self.seed_steps or random_collect)
+                random = self.step < self.seed_steps or random_collect
+                if not random:  # never plan with what a non-finite step left (NaN scores stop MPPI's draw)
+                    self.check_finite()
+                action = self._act(td, random)
                 self.actions.append(action.detach().cpu().clone())
                 td.set("action", action)
                 td.set("episode", torch.full(self.env.batch_size, self.episode))
