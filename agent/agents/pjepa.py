@@ -103,7 +103,7 @@ class PJEPAAgent(nn.Module):
             self.to(memory_format=torch.channels_last)  # 4-D conv weights only; the rest is unchanged
         # compiled once per agent when asked; unbound, so a deep copy of the agent runs it on itself
         self._compiled_losses = compiled(type(self).losses, cfg.compile_mode) if cfg.compile else None
-        # the probe's step too: eager, its ~120 ops would be most of what a GPU's host launches op by op (docs/benchmarks.md)
+        # the probe's step too: eager, its ~100 launches every 4th update were a third of the compiled update's (docs/benchmarks.md)
         self._compiled_probe = compiled(type(self).probe_loss, cfg.compile_mode) if cfg.compile and self.probe else None
         self.finite = FiniteWatch()  # checks each step at once on a CPU; on a GPU the run asks it (raise_if_bad)
 
