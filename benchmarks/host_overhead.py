@@ -6,9 +6,9 @@ little and the time is Python's, the dispatcher's and the optimisers' loops.
 Rows, in one process, alternating round by round (the first is the baseline):
 
 - ``walks``: every mode switch walks its module (``nn.Module.train``), as each update did before ``set_mode``
-  (the probe's latents walk the encoder; the code before walked the whole agent twice there); a non-finite
-  check reads its value back at once (the CPU's way; on a GPU each read waits for the device).
-- ``cpu``: the code as a CPU runs it: a switch only where the mode changes; checks at once.
+  and ``ModeSwitch`` (the probe's latents walk the encoder; the code before walked the whole agent twice there);
+  a non-finite check reads its value back at once (the CPU's way; on a GPU each read waits for the device).
+- ``cpu``: the code as a CPU runs it: a switch only where the mode changes, the agent's without a walk; checks at once.
 - ``gpu``: the code as a GPU runs it: each optimiser step's check recorded on the device (``FiniteWatch``
   deferred): what that record costs the host (its reads, where the run's state leaves it, are not timed).
 
@@ -37,7 +37,7 @@ import agent.agents.pjepa
 import agent.agents.tdmpc
 from agent.agents.factory import build_agent
 from agent.agents.finite import FiniteWatch
-from agent.agents.update import set_mode
+from agent.agents.update import ModeSwitch, set_mode
 
 ROWS = ("walks", "cpu", "gpu")
 # ATen ops that launch no kernel themselves: views and metadata, allocations, conversions (their copy counts)
@@ -58,6 +58,7 @@ def row(name: str, agents: list) -> Iterator[None]:
         m.set_mode = (lambda module, training: module.train(training)) if name == "walks" else set_mode
     for a in agents:
         a.finite = FiniteWatch(deferred=name == "gpu")
+        a._modes = a.train if name == "walks" else ModeSwitch(a)
     try:
         yield
     finally:

@@ -136,6 +136,24 @@ def test_target_q_ensemble_never_drops_out():
     assert not agent.model.target_qs.training
 
 
+def test_acting_and_updating_switch_every_module_as_train_and_eval_do():
+    """The agent's mode switch (no walk) leaves each module's flag where ``train()`` / ``eval()`` would, the
+    target Qs and the random network's target in eval mode included; a deep copy switches its own modules."""
+    import copy
+
+    agent, walked = make_agent("random"), make_agent("random")
+    for mode in (False, True, False, True):
+        agent._modes(mode)
+        walked.train(mode)
+        assert [m.training for m in agent.modules()] == [m.training for m in walked.modules()]
+    assert not agent.model.target_qs.training and not agent.aux.net.training and agent.model.qs.training
+    agent.act(batch()["obs"][0, :2])
+    assert not any(m.training for m in agent.modules())
+    twin = copy.deepcopy(agent)
+    twin.update(batch())
+    assert twin.model.qs.training and not agent.model.qs.training  # the copy's modules, not the original's
+
+
 def test_adam_is_the_multi_tensor_form_with_the_loops_numbers_and_keeps_it_on_resume():
     from agent.agents.update import adam, load_optimizer
 

@@ -13,6 +13,7 @@ from agent.agents.compiled import check_compile, compiled
 from agent.agents.update import (
     ADAM_EPS,
     FiniteWatch,
+    ModeSwitch,
     adam,
     autocast,
     check_precision,
@@ -106,6 +107,7 @@ class PJEPAAgent(nn.Module):
         # the probe's step too: eager, its ~100 launches every 4th update were a third of the compiled update's (docs/benchmarks.md)
         self._compiled_probe = compiled(type(self).probe_loss, cfg.compile_mode) if cfg.compile and self.probe else None
         self.finite = FiniteWatch()  # checks each step at once on a CPU; on a GPU the run asks it (raise_if_bad)
+        self._modes = ModeSwitch(self)  # last: every submodule is in place
 
     def autocast(self) -> torch.autocast:
         """The update's precision context (bf16 autocast on the agent's device type, or a no-op)."""
@@ -153,7 +155,7 @@ class PJEPAAgent(nn.Module):
             NonFiniteLossError: a loss or gradient is NaN/inf; that optimiser's parameters were not changed (on
                 a CPU; on a GPU the step is recorded in :attr:`finite`, whose ``raise_if_bad`` raises it).
         """
-        set_mode(self, True)
+        self._modes(True)
         with self.autocast():
             terms, _ = self.loss_fn(batch)
         total = sum(self.cfg.loss_scales.get(k, 0.0) * v for k, v in terms.items())

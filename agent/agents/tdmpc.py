@@ -12,12 +12,12 @@ from agent.agents.compiled import check_compile, compiled
 from agent.agents.update import (
     ADAM_EPS,
     FiniteWatch,
+    ModeSwitch,
     adam,
     autocast,
     check_precision,
     load_optimizer,
     optimizer_step,
-    set_mode,
 )
 from agent.auxiliary import AuxTask
 from agent.data.buffer import to_device
@@ -110,6 +110,7 @@ class TDMPCAgent(nn.Module):
             kw = {"mode": cfg.compile_mode, "dynamic": False, "options": {"fallback_random": True}}
             self._wm_losses, self._pi_loss = compiled(self._wm_losses, **kw), compiled(self._pi_loss, **kw)
         self.finite = FiniteWatch()  # checks each step at once on a CPU; on a GPU the run asks it (raise_if_bad)
+        self._modes = ModeSwitch(self)  # last: every submodule is in place
 
     @property
     def device(self) -> torch.device:
@@ -131,7 +132,7 @@ class TDMPCAgent(nn.Module):
         Raises :class:`NonFiniteLossError` before any parameter changes when a loss is NaN/inf (on a CPU; on a
         GPU the steps are recorded in :attr:`finite`, whose ``raise_if_bad`` raises it).
         """
-        set_mode(self, True)
+        self._modes(True)
         c = self.cfg
         with autocast(self.device, c.precision):
             total, terms, rollout = self._wm_losses(self, batch)
@@ -171,7 +172,7 @@ class TDMPCAgent(nn.Module):
         Eval mode uses its own planner (own warm start and generator), so evaluating in the middle
         of a training episode leaves the training planner's state alone.
         """
-        set_mode(self, False)
+        self._modes(False)
         with autocast(self.device, self.cfg.precision):
             z = self.model.encode(to_device(obs, self.device)).float()  # the planner's distribution stays fp32
             if use_planner:

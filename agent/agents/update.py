@@ -45,6 +45,29 @@ def set_mode(module: nn.Module, training: bool) -> None:
         module.train(training)
 
 
+class ModeSwitch:
+    """``module.train(mode)`` for a module whose tree does not change, without the walk: every submodule's flag
+    under either mode is recorded once from the module's own ``train`` (so overrides that keep a part in eval
+    mode, such as a target network, hold), then set directly (~5 us for an agent against ~130 us for the walk
+    here; the online job switches twice per env step: eval to plan, train to update). Nothing happens when the
+    module is in that mode already. A deep copy of the owner copies its switch onto the copied modules."""
+
+    def __init__(self, module: nn.Module) -> None:
+        was = module.training
+        self.modules = list(module.modules())
+        self.flags = {}
+        for mode in (True, False):
+            module.train(mode)
+            self.flags[mode] = [m.training for m in self.modules]
+        module.train(was)
+
+    def __call__(self, training: bool) -> None:
+        if self.modules[0].training == training:
+            return
+        for m, flag in zip(self.modules, self.flags[training]):
+            m.__dict__["training"] = flag  # what nn.Module.train sets, without nn.Module.__setattr__'s checks
+
+
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device computes it natively, else fp32
 
 
