@@ -34,7 +34,6 @@ from train_throughput import config, filled_buffer
 from walker import walker_agent
 
 import agent.agents.pjepa
-import agent.agents.tdmpc
 from agent.agents.factory import build_agent
 from agent.agents.finite import FiniteWatch
 from agent.agents.update import ModeSwitch, set_mode
@@ -48,22 +47,20 @@ PASS = {
 }  # fmt: skip
 # ... and host work under them: Python scalars wrapped as CPU tensors, reads of CPU scalars (Adam's step counts)
 HOST = {f"aten::{op}" for op in ("scalar_tensor", "lift_fresh", "_local_scalar_dense", "is_nonzero", "item")}
-AGENT_MODULES = (agent.agents.pjepa, agent.agents.tdmpc)
 
 
 @contextmanager
 def row(name: str, agents: list) -> Iterator[None]:
     """The agents and their modules as row ``name`` runs them."""
-    for m in AGENT_MODULES:
-        m.set_mode = (lambda module, training: module.train(training)) if name == "walks" else set_mode
+    pjepa = agent.agents.pjepa  # the probe's latents switch the encoder with set_mode
+    pjepa.set_mode = (lambda module, training: module.train(training)) if name == "walks" else set_mode
     for a in agents:
         a.finite = FiniteWatch(deferred=name == "gpu")
         a._modes = a.train if name == "walks" else ModeSwitch(a)
     try:
         yield
     finally:
-        for m in AGENT_MODULES:
-            m.set_mode = set_mode
+        pjepa.set_mode = set_mode
 
 
 def host_ops(fn: Callable[[], object]) -> tuple[int, int]:
