@@ -5,7 +5,7 @@ little and the time is Python's, the dispatcher's and the optimisers' loops.
 
 Rows, in one process, alternating round by round (the first is the baseline):
 
-- ``walks``: every mode switch walks its module (``nn.Module.train``), as each update did before ``set_mode``
+- ``walks``: every mode switch walks its module (``nn.Module.train``), as each update did before ``eval_mode``
   and ``ModeSwitch`` (the probe's latents walk the encoder; the code before walked the whole agent twice there);
   a non-finite check reads its value back at once (the CPU's way; on a GPU each read waits for the device).
 - ``cpu``: the code as a CPU runs it: a switch only where the mode changes, the agent's without a walk; checks at once.
@@ -36,7 +36,7 @@ from walker import walker_agent
 import agent.agents.pjepa
 from agent.agents.factory import build_agent
 from agent.agents.finite import FiniteWatch
-from agent.agents.update import ModeSwitch, set_mode
+from agent.agents.update import ModeSwitch, eval_mode
 
 ROWS = ("walks", "cpu", "gpu")
 # ATen ops that launch no kernel themselves: views and metadata, allocations, conversions (their copy counts)
@@ -50,17 +50,28 @@ HOST = {f"aten::{op}" for op in ("scalar_tensor", "lift_fresh", "_local_scalar_d
 
 
 @contextmanager
+def walked_eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """``eval_mode`` as the code before it: a walk at each switch, whatever the mode."""
+    was = module.training
+    module.train(False)
+    try:
+        yield
+    finally:
+        module.train(was)
+
+
+@contextmanager
 def row(name: str, agents: list) -> Iterator[None]:
     """The agents and their modules as row ``name`` runs them."""
-    pjepa = agent.agents.pjepa  # the probe's latents switch the encoder with set_mode
-    pjepa.set_mode = (lambda module, training: module.train(training)) if name == "walks" else set_mode
+    pjepa = agent.agents.pjepa  # the probe's latents switch the encoder with eval_mode
+    pjepa.eval_mode = walked_eval_mode if name == "walks" else eval_mode
     for a in agents:
         a.finite = FiniteWatch(deferred=name == "gpu")
         a._modes = a.train if name == "walks" else ModeSwitch(a)
     try:
         yield
     finally:
-        pjepa.set_mode = set_mode
+        pjepa.eval_mode = eval_mode
 
 
 def host_ops(fn: Callable[[], object]) -> tuple[int, int]:

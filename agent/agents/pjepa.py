@@ -17,9 +17,9 @@ from agent.agents.update import (
     adam,
     autocast,
     check_precision,
+    eval_mode,
     load_optimizer,
     optimizer_step,
-    set_mode,
 )
 from agent.auxiliary import AuxTask
 from agent.losses.pjepa import check_routing, pjepa_losses
@@ -167,12 +167,8 @@ class PJEPAAgent(nn.Module):
         metrics.update({"loss/total": total.detach(), "grad_norm": grad_norm.detach()})
         if self.probe is not None and train_probe:
             obs0 = batch["obs"][0, : self.cfg.probe_batch]
-            set_mode(self.wm.encoder, False)  # clean latents, as the probe is evaluated on: training ones are of shifted frames
-            try:
-                with self.autocast():
-                    probe_loss = self.probe_fn(obs0)
-            finally:
-                set_mode(self.wm.encoder, True)
+            with eval_mode(self.wm.encoder), self.autocast():  # clean latents, as the probe is evaluated on
+                probe_loss = self.probe_fn(obs0)
             optimizer_step(self.probe_optim, probe_loss, float("inf"), "decoder-probe", watch=self.finite)
             metrics["loss/probe"] = probe_loss.detach()
         return metrics
@@ -186,12 +182,8 @@ class PJEPAAgent(nn.Module):
     def encode(self, obs: Tensor) -> Tensor:
         """Latents without augmentation: ``obs [N, *obs_shape] -> [N, D]`` (the encoder in eval mode, then
         back in its own: the rest of the agent keeps its mode)."""
-        was = self.wm.encoder.training
-        set_mode(self.wm.encoder, False)
-        try:
+        with eval_mode(self.wm.encoder):
             return self.wm.encode(obs.to(self.device))
-        finally:
-            set_mode(self.wm.encoder, was)
 
     def optim_state(self) -> dict:
         state = {"optim": self.optim.state_dict()}
