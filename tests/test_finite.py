@@ -40,8 +40,9 @@ def test_a_deferred_watch_names_the_first_non_finite_step_when_asked():
     watch.raise_if_bad()  # all finite: nothing to say
     watch = FiniteWatch(deferred=True)
     _steps(watch, [1.0, 1.0, float("nan"), 1.0, float("inf")])  # no raise while stepping: the record waits
-    with pytest.raises(NonFiniteLossError, match=r"world-model loss or gradient 3 optimiser step\(s\) before this check.*'dyn': nan, 'aux': nan"):
-        watch.raise_if_bad()
+    for _ in range(2):  # asked again, it says so again
+        with pytest.raises(NonFiniteLossError, match=r"world-model loss or gradient 3 optimiser step\(s\) before this check.*'dyn': nan, 'aux': nan"):
+            watch.raise_if_bad()
     FiniteWatch(deferred=True).raise_if_bad()  # nothing recorded
 
 

@@ -31,6 +31,7 @@ class FiniteWatch:
         self._first: dict[str, Tensor] = {}  # per loss name: the 0-based step (of all) of its first non-finite one, -1 if none
         self._values: dict[str, Tensor] = {}  # per loss name: loss, gradient norm and terms of that step
         self._names: dict[str, list[str]] = {}
+        self._read = 0  # steps recorded at the last read that found all finite (nothing new to read before more)
 
     def _defers(self, loss: Tensor) -> bool:
         return loss.device.type != "cpu" if self.deferred is None else self.deferred
@@ -62,8 +63,9 @@ class FiniteWatch:
     def raise_if_bad(self) -> None:
         """Raise :class:`NonFiniteLossError` if a deferred step was not finite, naming the loss whose step was
         the earliest such, how many optimiser steps (of all losses) before this check, and its terms then.
-        The record reads back in one wait, and only when there is one."""
-        if not self._first:
+        The record reads back in one wait, and only when steps were recorded since the last read (a log row and
+        the checkpoint after it, or an evaluation and the next action, share one)."""
+        if self._steps == self._read:
             return
         names = list(self._first)
         bad = [(first, what) for first, what in zip(torch.stack([self._first[n] for n in names]).tolist(), names) if first >= 0]
@@ -75,3 +77,4 @@ class FiniteWatch:
                 f"non-finite {what} loss or gradient {self._steps - first} optimiser step(s) before this check "
                 f"(loss {loss:.4g}, gradient norm {norm:.4g}; terms {shown})"
             )
+        self._read = self._steps
