@@ -18,16 +18,25 @@ class RepeatedRandomPolicy(TensorDictModuleBase):
     A new action is drawn for env ``i`` whenever its ``step_count`` is a multiple of ``repeat``
     (so at every reset); with ``carry=True`` the hold counts the policy's own calls instead and
     carries across resets (the reference code's collection). Seeded by its own generator.
+
+    ``shard=(first, total)``: this policy acts for envs ``first .. first + N - 1`` of a batch of ``total``.
+    It draws for all ``total`` and keeps its rows, so its actions are those rows of the whole batch's
+    policy (env ``i``'s action depends only on the shared draws and env ``i``'s own step count).
     """
 
     in_keys = ["step_count"]
     out_keys = ["action"]
 
-    def __init__(self, low: torch.Tensor, high: torch.Tensor, repeat: int = 4, seed: int = 0, carry: bool = False) -> None:
+    def __init__(
+        self, low: torch.Tensor, high: torch.Tensor, repeat: int = 4, seed: int = 0, carry: bool = False,
+        shard: tuple[int, int] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         if repeat < 1:
             raise ValueError(f"action repeat must be >= 1, got {repeat}")
-        self.repeat, self.carry, self.calls = repeat, carry, 0
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (first, total) with 0 <= first < total, got {shard}")
+        self.repeat, self.carry, self.calls, self.shard = repeat, carry, 0, shard
         self.register_buffer("low", low.detach().clone().float())
         self.register_buffer("high", high.detach().clone().float())
         self.gen = torch.Generator().manual_seed(seed)
@@ -45,7 +54,14 @@ class RepeatedRandomPolicy(TensorDictModuleBase):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         steps = tensordict.get("step_count")
         shape = steps.shape[:-1] + self.low.shape[-1:]
-        fresh = torch.rand(shape, generator=self.gen) * (self.high - self.low).cpu() + self.low.cpu()
+        if self.shard is None:
+            fresh = torch.rand(shape, generator=self.gen)
+        else:  # the whole batch's draw, then this shard's rows
+            first, total = self.shard
+            if len(shape) != 2 or first + shape[0] > total:
+                raise ValueError(f"a shard {self.shard} policy acts for a flat batch inside the {total} envs, got step counts {tuple(steps.shape)}")
+            fresh = torch.rand((total, shape[1]), generator=self.gen)[first : first + shape[0]]
+        fresh = fresh * (self.high - self.low).cpu() + self.low.cpu()
         if self.last is None or self.last.shape != fresh.shape:
             self.last = fresh
         else:

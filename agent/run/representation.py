@@ -22,6 +22,7 @@ from agent.analysis.monitor import (
 )
 from agent.data.buffer import ReplayBuffer
 from agent.data.collection import TRAJ_KEY, RepeatedRandomPolicy, make_collector
+from agent.data.workers import LocalCollection, WorkerCollection, shards
 from agent.run.checkpoint import Checkpoint
 from agent.run.common import aux_data_keys, deadline, obs_info
 from agent.run.settings import RepresentationSettings
@@ -50,24 +51,30 @@ class Trainer(RunSkeleton):
             )
         if c["task"]["suite"] == "counting":
             check_analysis(c["analysis"])
+        elif d.workers:
+            raise ValueError(
+                f"data.workers={d.workers}: collection in workers splits the counting envs (each env its own random "
+                f"stream, so the split gives the same data); task suite {c['task']['suite']!r} collects in this process (data.workers=0)"
+            )
         self.env = make_env(c, num_envs=d.num_envs, seed=s.seed, device=d.device)
         self.obs_key, self.obs_shape, self.action_dim = obs_info(self.env)
         self.agent: PJEPAAgent = build_agent(s, self.obs_shape, self.action_dim, self.device)
         self.signature = signature(c, self.obs_shape, self.action_dim)
         self.horizon = s.horizon
         self.data_keys = self._data_keys()
-        spec = self.env.action_spec
-        policy = RepeatedRandomPolicy(
-            spec.space.low, spec.space.high, d.action_hold, seed=s.seed, carry=d.hold_across_resets
-        )
-        self.collector = make_collector(self.env, policy, d.frames_per_collect)
+        if d.workers:  # the same data, collected beside the updates
+            split = shards(s.task, s.seed, d.num_envs, d.workers, d.frames_per_collect, d.action_hold, d.hold_across_resets)
+            self.collection = WorkerCollection(split)
+        else:
+            spec = self.env.action_spec
+            policy = RepeatedRandomPolicy(spec.space.low, spec.space.high, d.action_hold, seed=s.seed, carry=d.hold_across_resets)
+            self.collection = LocalCollection(make_collector(self.env, policy, d.frames_per_collect))
         self.buffer = ReplayBuffer(
             d.buffer_size, self.horizon, s.batch_size, TRAJ_KEY, obs_keys=self.data_keys,
             device=self.device, storage_device=d.device,
         )  # fmt: skip
         self.frames = 0
         self._sets = None  # (monitoring, held-out) sets, rendered at the first analysis
-        self._collect_iter = None
         self.open_logger(self.resume())
 
     def _data_keys(self) -> tuple[str, ...]:
@@ -98,12 +105,10 @@ class Trainer(RunSkeleton):
 
     # ------------------------------------------------------------------ data
     def collect(self, frames: int) -> None:
-        """Run the collector until at least ``frames`` new transitions are stored."""
+        """Collect whole batches until at least ``frames`` new transitions are stored."""
         got = 0
-        if self._collect_iter is None:
-            self._collect_iter = iter(self.collector)
         while got < frames:
-            got += self.buffer.extend(next(self._collect_iter))
+            got += sum(self.buffer.extend(part) for part in next(self.collection))
         self.frames += got
 
     def sample(self) -> dict[str, torch.Tensor]:
@@ -200,4 +205,4 @@ class Trainer(RunSkeleton):
         finally:
             bar.close()
             self.logger.close()
-            self.collector.shutdown()
+            self.collection.shutdown()

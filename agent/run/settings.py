@@ -127,6 +127,15 @@ class RepData(Data):
     seed_frames: int = setting("transitions collected before the first update", integer(0))
     frames_per_collect: int = setting("transitions per collection", integer(1))
     collect_every: int = setting("updates between collections", integer(1))
+    workers: int = setting(
+        "processes collecting beside the updates (counting task; the same data, split by env); 0: in this process",
+        integer(0), default=0,
+    )  # fmt: skip
+
+    def problems(self) -> list[str]:
+        if self.workers > self.num_envs:
+            return [f"data.workers={self.workers}: at most data.num_envs={self.num_envs} (each worker collects whole envs)"]
+        return []
 
 
 @dataclass(frozen=True, kw_only=True)
