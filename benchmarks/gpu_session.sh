@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A lent GPU's checks and issue 13's GPU figures in one call: steps of 555 s in all, each with its own limit,
+# A lent GPU's checks and issue 13's GPU figures in one call: steps of 565 s in all, each with its own limit,
 # the most important first (a device call that runs out of time still returns what the finished steps wrote).
 #
 # The GPU machine's image has CUDA torch but not this project's other packages, and reaches no index:
@@ -55,10 +55,15 @@ ONLINE="agent=tdmpc2 task=dmc/walker-walk device=$DEVICE data.device=$DEVICE per
 step online 150 $PY train.py $ONLINE hydra.run.dir=$RUNS/online
 rate "$RUNS/online/metrics.csv" perf/env_steps_per_s
 
+# the representation job's collection beside 10 ms of waiting per collect (1 ms per update): in this process vs workers
+WORKERS=${WORKERS:-8}  # the GPU machine's 16 cores; DEVICE=cpu runs here: WORKERS=1
+step collection 20 $PY benchmarks/collection.py --workers 0 "$WORKERS" --gap 10 --collects 10
+
 # the representation job (default config, counting), everything on the device, CUDA graphs: target >= 1,000 updates/s
-# (Adam's fused kernel: ~20 fewer launches per update than the multi-tensor form, benchmarks/host_overhead.py)
+# (Adam's fused kernel: ~20 fewer launches per update than the multi-tensor form, benchmarks/host_overhead.py; the
+# collection in workers: in this process it alone caps the job at ~120 updates/s, benchmarks/collection.py)
 REPR="task=counting device=$DEVICE data.device=$DEVICE perf.compile=true perf.compile_mode=reduce-overhead perf.fused_adam=true time_limit=1
-    analysis.every=0 log.progress=false log.tensorboard=false"
+    data.workers=$WORKERS analysis.every=0 log.progress=false log.tensorboard=false"
 # shellcheck disable=SC2086
 step representation 120 $PY train.py $REPR hydra.run.dir=$RUNS/representation
 rate "$RUNS/representation/metrics.csv" perf/updates_per_s
@@ -69,7 +74,7 @@ step planning 75 $PY benchmarks/planning_latency.py --device "$DEVICE" --presets
 # the other CUDA tests (skipped on a CPU): training, resume, device-resident data, planning on the device, the
 # compiled agents (TD-MPC2's with and without CUDA graphs, the representation agent's under them) against eager
 # (-v: each test's outcome shows even if the step runs out of time)
-step tests 100 $PY -m pytest -v -rf --tb=short -p no:cacheprovider tests/test_cuda.py -k "not never_wait"
+step tests 90 $PY -m pytest -v -rf --tb=short -p no:cacheprovider tests/test_cuda.py -k "not never_wait"
 
 echo "== done in $SECONDS s" | tee -a "$OUT/summary.log"
 exit "$failed"

@@ -12,6 +12,7 @@ import torch
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from collection import measure  # noqa: E402
 from compute_floor import ComputeRecorder, TensorSpec, replay  # noqa: E402
 from gpu_wheels import PRUNE, prune  # noqa: E402
 from host_overhead import host_ops  # noqa: E402
@@ -103,6 +104,13 @@ def test_allocator_benchmark_runs_each_setting_in_a_child_of_its_own():
     rows = [r.split() for r in out.stdout.splitlines()[2:]]
     assert [(r[0], r[1], r[2]) for r in rows] == [("td-fp32", c, f) for c in ("update", "plan") for f in ("false", "true")]
     assert all(float(r[3]) > 0 and r[7].endswith("x") and r[8] == "-" for r in rows)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_collection_benchmark_times_the_main_process_stall(workers):
+    r = measure(workers, collects=2, gap_ms=50.0, num_envs=4, frames=16)
+    assert r["alone_ms"] > 0 and r["stall_ms"] > 0
+    assert r["frames_per_s"] == pytest.approx(16 / (r["alone_ms"] / 1e3))
 
 
 def test_steady_rate_is_the_window_between_two_rows_of_a_cumulative_rate(tmp_path):

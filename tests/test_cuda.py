@@ -158,6 +158,29 @@ def _host_waits(fn) -> list[str]:
 
 
 @cuda
+def test_collection_in_workers_never_waits_for_the_gpu(tiny_cfg, tmp_path):
+    """``data.workers`` with the ring on the GPU: storing the workers' CPU batches only queues copies (through
+    pinned memory), and the ring then holds what the in-process collection (the env rendering on the GPU) stores."""
+    from agent.data.collection import TRAJ_KEY
+
+    cfg = ("device=cuda", "data.device=cuda", "analysis.every=0")
+    workers, local = Trainer(tiny_cfg(*cfg, "data.workers=2"), tmp_path / "w"), Trainer(tiny_cfg(*cfg), tmp_path / "l")
+    try:
+        workers.collect(64)  # the first collect hands over the workers' shared slots
+        waits = _host_waits(lambda: workers.collect(128))
+        assert not waits, "\n".join(waits)
+        local.collect(192)
+        a, b = workers.buffer.stored(), local.buffer.stored()
+        assert a.device.type == "cuda" and len(a) == len(b) == 192
+        for key in a.keys(include_nested=True, leaves_only=True):
+            if key != TRAJ_KEY:
+                assert torch.equal(a[key], b[key]), key
+    finally:
+        workers.collection.shutdown()
+        local.collection.shutdown()
+
+
+@cuda
 @pytest.mark.parametrize("fused", [False, True])
 def test_representation_updates_never_wait_for_the_gpu(tiny_cfg, tmp_path, fused):
     """With the data on the device, sampling a batch and the update (the probe's step included) only queue

@@ -98,6 +98,8 @@ class ReplayBuffer:
                 src = src.reshape(n, *src.shape[lead:])
             if skip:
                 src = src[skip:]
+            if src.device != dst.device:  # e.g. the collection workers' CPU batches into a GPU ring: without a wait
+                src = to_device(src, dst.device)
             if head == m:
                 dst[slot : slot + m].copy_(src)
             else:  # the ring wraps
