@@ -162,19 +162,21 @@ class CountingEnv(EnvBase):
         else:
             self._frames[idx] = render(*state, self._stamps, self.size)
 
-    def _out(self) -> dict[str, torch.Tensor]:
+    def observe(self) -> dict[str, torch.Tensor]:
+        """The observation keys of every env, as views of the env's state (``obs_reward`` aside): valid until
+        the next step or reset changes it (:meth:`_out` copies them; a direct collector copies them into its batch)."""
         b = self.batch_size
         rew = count_reward(self._count, self.target, self.max_objects, self.reward_type)
+        frames = self._frames if self.renderer == "torch" else torch.from_numpy(self._frames)
         return {
-            "pixels": self._pixels().reshape(*b, 3, self.size, self.size),
-            "count": torch.from_numpy(self._count.copy()).reshape(b),
+            "pixels": frames.reshape(*b, 3, self.size, self.size),
+            "count": torch.from_numpy(self._count).reshape(b),
             "obs_reward": torch.from_numpy(rew).reshape(*b, 1),
-            "step_count": torch.from_numpy(self._steps.copy()).reshape(*b, 1),
+            "step_count": torch.from_numpy(self._steps).reshape(*b, 1),
         }
 
-    def _pixels(self) -> torch.Tensor:
-        """A copy of the current frames ``[N, 3, H, W]`` (on ``device`` with the torch renderer)."""
-        return self._frames.clone() if self.renderer == "torch" else torch.from_numpy(self._frames.copy())
+    def _out(self) -> dict[str, torch.Tensor]:
+        return {k: v if k == "obs_reward" else v.clone() for k, v in self.observe().items()}
 
     def _td(self, data: dict[str, torch.Tensor]) -> TensorDict:
         return TensorDict(data, batch_size=self.batch_size).to(self.device)
@@ -186,13 +188,7 @@ class CountingEnv(EnvBase):
             idx = np.arange(self.n)
         else:
             idx = np.flatnonzero(mask.reshape(self.n).cpu().numpy())
-        if len(idx):
-            draws = self._rng.integers(idx, 5, 2**31)
-            self._count[idx] = draws[:, 0] % (self.max_objects + 1)
-            self._shape[idx] = draws[:, 1] % len(self._stamps)
-            self._color[idx] = (30 + draws[:, 2:5] % 196).astype(np.uint8)
-            self._steps[idx] = 0
-            self._redraw(idx)
+        self.reset_envs(idx)
         out = self._out()
         false = torch.zeros(*self.batch_size, 1, dtype=torch.bool)
         out.update(done=false, terminated=false.clone(), truncated=false.clone())
@@ -218,17 +214,39 @@ class CountingEnv(EnvBase):
             return np.where(a < 0, -1, 1).astype(np.int64)
         return np.where(a < -1 / 3, -1, np.where(a > 1 / 3, 1, 0)).astype(np.int64)
 
-    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        a = self._check_action(tensordict.get("action"))
+    # ---------------------------------------------------------------- the simulation (also stepped directly)
+    def reset_envs(self, idx: np.ndarray) -> None:
+        """New episodes for the envs ``idx`` (int array): count, shape and colour drawn, steps zeroed, frames drawn."""
+        if len(idx):
+            draws = self._rng.integers(idx, 5, 2**31)
+            self._count[idx] = draws[:, 0] % (self.max_objects + 1)
+            self._shape[idx] = draws[:, 1] % len(self._stamps)
+            self._color[idx] = (30 + draws[:, 2:5] % 196).astype(np.uint8)
+            self._steps[idx] = 0
+            self._redraw(idx)
+
+    def advance(self, action: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Apply ``action [*batch, 1]`` (checked) to every env: counts change, changed frames are redrawn.
+
+        Returns:
+            ``terminated`` (the target count reached) and ``truncated`` (``max_steps`` reached without it),
+            bool arrays ``[N]``.
+        """
+        a = self._check_action(action)
         new = np.clip(self._count + self._delta(a), 0, self.max_objects)
         changed = np.flatnonzero(new != self._count)
         self._count = new
         self._steps += 1
         self._redraw(changed)  # a no-op keeps positions: the frame is identical
+        terminated = self._count == self.target
+        return terminated, (self._steps >= self.max_steps) & ~terminated
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        terminated, truncated = self.advance(tensordict.get("action"))
         out = self._out()
         b1 = (*self.batch_size, 1)
-        terminated = torch.from_numpy(self._count == self.target).reshape(b1)
-        truncated = torch.from_numpy(self._steps >= self.max_steps).reshape(b1) & ~terminated
+        terminated = torch.from_numpy(terminated).reshape(b1)
+        truncated = torch.from_numpy(truncated).reshape(b1)
         out.update(
             reward=out["obs_reward"].clone(),
             terminated=terminated,

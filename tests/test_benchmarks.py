@@ -106,9 +106,9 @@ def test_allocator_benchmark_runs_each_setting_in_a_child_of_its_own():
     assert all(float(r[3]) > 0 and r[7].endswith("x") and r[8] == "-" for r in rows)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_collection_benchmark_times_the_main_process_stall(workers):
-    r = measure(workers, collects=2, gap_ms=50.0, num_envs=4, frames=16)
+@pytest.mark.parametrize(("workers", "direct"), [(0, False), (0, True), (2, True)], ids=["torchrl", "direct", "workers"])
+def test_collection_benchmark_times_the_main_process_stall(workers, direct):
+    r = measure(workers, collects=2, gap_ms=50.0, num_envs=4, frames=16, direct=direct)
     assert r["alone_ms"] > 0 and r["stall_ms"] > 0
     assert r["frames_per_s"] == pytest.approx(16 / (r["alone_ms"] / 1e3))
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from torchrl.collectors import Collector
 
 from agent.data.buffer import ReplayBuffer
-from agent.data.collection import TRAJ_KEY, RepeatedRandomPolicy, make_collector
-from envs.counting import CountingEnv
+from agent.data.collection import (
+    TRAJ_KEY,
+    DirectCollector,
+    RepeatedRandomPolicy,
+    make_collector,
+)
+from agent.run.representation import Trainer
+from envs.counting import CountingEnv, as_state
 
 
 def test_policy_holds_each_action_for_repeat_steps():
@@ -67,3 +75,51 @@ def test_policy_hold_carries_across_resets():
     assert len(changes) >= 6 and all(b - c == 5 for c, b in zip(changes, changes[1:]))
     resets = [t for t in range(1, 40) if steps[t] == 0]
     assert resets and any(t not in changes for t in resets)  # episodes ended inside a hold
+
+
+@pytest.mark.parametrize(
+    ("carry", "renderer", "frames"),
+    [(False, "numpy", 8 * 5), (True, "numpy", 8 * 5 + 3), (False, "torch", 8 * 5), (False, "numpy", 4)],
+    ids=["hold", "carry-uneven-frames", "torch-renderer", "one-step-batches"],
+)
+def test_direct_collector_gives_torchrls_batches(carry, renderer, frames):
+    """Every key of torchrl's Collector batches, the trajectory ids too, bit for bit, over several batches
+    (episodes end inside and across them); the next batch overwrites the last (store it first)."""
+    made = []
+    for direct in (False, True):
+        env = CountingEnv(batch_size=(8,), seed=3, reward_type="dense", renderer=renderer)
+        policy = RepeatedRandomPolicy(env.action_spec.space.low, env.action_spec.space.high, repeat=3, seed=3, carry=carry)
+        made.append(make_collector(env, policy, frames, direct=direct))
+    assert [type(c) for c in made] == [Collector, DirectCollector]
+    batches = [iter(c) for c in made]
+    for _ in range(5):
+        want, got = (next(b).clone() for b in batches)
+        assert want.batch_size == got.batch_size == (8, max(1, frames // 8))
+        assert set(want.keys(True, True)) == set(got.keys(True, True))
+        for key in want.keys(True, True):
+            assert want[key].dtype == got[key].dtype and torch.equal(want[key], got[key]), key
+    assert (made[1].batch[TRAJ_KEY] >= 8).any()  # episodes ended
+    for c in made:
+        c.shutdown()
+
+
+def test_direct_collector_applies_to_the_batched_pixel_env_on_the_cpu():
+    env = CountingEnv(batch_size=(4,), seed=0)
+    low, high = env.action_spec.space.low, env.action_spec.space.high
+    assert isinstance(make_collector(env, RepeatedRandomPolicy(low, high), 8), DirectCollector)
+    state = as_state(CountingEnv(batch_size=(4,), seed=0))  # a transformed env: torchrl's
+    assert isinstance(make_collector(state, RepeatedRandomPolicy(low, high), 8), Collector)
+    with pytest.raises(ValueError, match="steps a batched CountingEnv on the CPU"):
+        DirectCollector(CountingEnv(seed=0), RepeatedRandomPolicy(low, high), 8)
+
+
+def test_a_run_collected_directly_ends_where_torchrls_collection_does(tiny_cfg, tmp_path, monkeypatch):
+    Trainer(tiny_cfg("analysis.every=0"), tmp_path / "direct").run()
+    monkeypatch.setattr(DirectCollector, "applies", staticmethod(lambda env, policy: False))
+    trainer = Trainer(tiny_cfg("analysis.every=0"), tmp_path / "torchrl")
+    assert isinstance(trainer.collection.collector, Collector)
+    trainer.run()
+    texts = [(tmp_path / r / "metrics.csv").read_text().splitlines() for r in ("direct", "torchrl")]
+    rate = texts[0][0].split(",").index("perf/updates_per_s")
+    rows = [[[v for i, v in enumerate(line.split(",")) if i != rate] for line in text] for text in texts]
+    assert len(rows[0]) == 5 and rows[0] == rows[1]

@@ -1,13 +1,17 @@
-"""Data collection: the paper's repeated-random-action policy and a torchrl collector (the replay buffer
-is :mod:`agent.data.buffer`)."""
+"""Data collection: the paper's repeated-random-action policy, and the collector of its batches: torchrl's,
+or for the counting env on the CPU a direct one with the same batches (the replay buffer is
+:mod:`agent.data.buffer`)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
+
+from envs.counting import CountingEnv
 
 TRAJ_KEY = ("collector", "traj_ids")
 
@@ -52,7 +56,10 @@ class RepeatedRandomPolicy(TensorDictModuleBase):
         self.last, self.calls = state["last"], int(state["calls"])
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        steps = tensordict.get("step_count")
+        return tensordict.set("action", self.act(tensordict.get("step_count")))
+
+    def act(self, steps: torch.Tensor) -> torch.Tensor:
+        """Actions ``[*batch, A]`` for the envs' step counts ``steps [*batch, 1]`` (on their device)."""
         shape = steps.shape[:-1] + self.low.shape[-1:]
         if self.shard is None:
             fresh = torch.rand(shape, generator=self.gen)
@@ -70,11 +77,90 @@ class RepeatedRandomPolicy(TensorDictModuleBase):
                 redraw = torch.full_like(redraw, self.calls % self.repeat == 0)
             self.last = torch.where(redraw, fresh, self.last)
         self.calls += 1
-        return tensordict.set("action", self.last.to(steps.device).clone())
+        return self.last.to(steps.device).clone()
 
 
-def make_collector(env: EnvBase, policy: TensorDictModuleBase, frames_per_batch: int) -> Collector:
-    """An endless synchronous collector yielding ``[num_envs, T]`` batches."""
+def make_collector(
+    env: EnvBase, policy: TensorDictModuleBase, frames_per_batch: int, direct: bool = True
+) -> Collector | DirectCollector:
+    """An endless synchronous collector yielding ``[num_envs, T]`` batches, ``T = max(1, frames_per_batch //
+    num_envs)``: a :class:`DirectCollector` where it applies (``direct``; the same batches), else torchrl's."""
     n = env.batch_size.numel()
     frames_per_batch = max(n, frames_per_batch // n * n)
+    if direct and DirectCollector.applies(env, policy):
+        return DirectCollector(env, policy, frames_per_batch)
     return Collector(env, policy, frames_per_batch=frames_per_batch, total_frames=-1, trust_policy=True, auto_register_policy_transforms=False)
+
+
+class DirectCollector:
+    """torchrl's ``Collector`` batches of a batched :class:`CountingEnv` on the CPU with the
+    :class:`RepeatedRandomPolicy`, from stepping the env's simulation directly.
+
+    The same batches, key for key and bit for bit (``tests/test_data.py``): the policy reads each step's
+    ``step_count``; each step stores the observation, the action and the next observation with its reward
+    and flags; a finished episode's env is reset before its next step (its first observation then), and gets
+    a new trajectory id. What is skipped is the per-step TensorDict work of torchrl's env and collector
+    around the numpy simulation: ~1.6 ms a step, ~25 ms of each of the representation job's 16-step collects
+    (``docs/benchmarks.md``). Each batch lives in buffers the next one overwrites: store it before asking again.
+    """
+
+    def __init__(self, env: CountingEnv, policy: RepeatedRandomPolicy, frames_per_batch: int) -> None:
+        if not self.applies(env, policy):
+            raise ValueError("a DirectCollector steps a batched CountingEnv on the CPU with a RepeatedRandomPolicy")
+        self.env, self.policy, self.steps = env, policy, max(1, frames_per_batch // env.n)
+        n, t = env.n, self.steps
+        obs = env.observe()
+        seq = {k: torch.empty((n, t, *v.shape[1:]), dtype=v.dtype) for k, v in obs.items()}
+        flag = torch.zeros((n, t, 1), dtype=torch.bool)  # the current step's flags: always false (done envs were reset)
+        nxt = {k: v.clone() for k, v in seq.items()} | {"reward": seq["obs_reward"].clone()}
+        nxt |= {k: flag.clone() for k in ("done", "terminated", "truncated")}
+        self.batch = TensorDict(
+            {**seq, "action": torch.empty((n, t, *env.action_spec.shape[1:])), "done": flag, "terminated": flag.clone(),
+             "truncated": flag.clone(), "next": nxt, TRAJ_KEY: torch.empty((n, t), dtype=torch.long)},
+            batch_size=[n, t],
+        )  # fmt: skip
+        self._ids: torch.Tensor | None = None  # each env's current trajectory id; None: the env is not reset yet
+        self._next_id = n
+
+    @staticmethod
+    def applies(env: EnvBase, policy: TensorDictModuleBase) -> bool:
+        """Whether ``env`` and ``policy`` are what this collector steps (else torchrl's ``Collector`` is used)."""
+        return (
+            type(env) is CountingEnv and len(env.batch_size) == 1 and env.device.type == "cpu"
+            and isinstance(policy, RepeatedRandomPolicy)
+        )  # fmt: skip
+
+    def __iter__(self) -> DirectCollector:
+        return self
+
+    def __next__(self) -> TensorDict:
+        env, out = self.env, self.batch
+        if self._ids is None:  # as the Collector does before its first step: reset, and one policy call it drops
+            env.reset()
+            self.policy.act(env.observe()["step_count"])
+            self._ids = torch.arange(env.n)
+        nxt = out.get("next")
+        for t in range(self.steps):
+            for key, value in env.observe().items():
+                out.get(key)[:, t] = value
+            action = self.policy.act(out.get("step_count")[:, t])
+            out.get("action")[:, t] = action
+            out.get(TRAJ_KEY)[:, t] = self._ids
+            terminated, truncated = env.advance(action)
+            for key, value in env.observe().items():
+                nxt.get(key)[:, t] = value
+            nxt.get("reward")[:, t] = nxt.get("obs_reward")[:, t]
+            nxt.get("terminated")[:, t, 0] = torch.from_numpy(terminated)
+            nxt.get("truncated")[:, t, 0] = torch.from_numpy(truncated)
+            done = terminated | truncated
+            nxt.get("done")[:, t, 0] = torch.from_numpy(done)
+            ended = np.flatnonzero(done)
+            if len(ended):  # the next step starts a new episode there
+                env.reset_envs(ended)
+                self._ids[torch.from_numpy(ended)] = torch.arange(self._next_id, self._next_id + len(ended))
+                self._next_id += len(ended)
+        return out
+
+    def shutdown(self) -> None:
+        """Close the env (as torchrl's ``Collector.shutdown``)."""
+        self.env.close()
