@@ -166,12 +166,12 @@ def test_collection_in_workers_never_waits_for_the_gpu(tiny_cfg, tmp_path):
     cfg = ("device=cuda", "data.device=cuda", "analysis.every=0")
     workers, local = Trainer(tiny_cfg(*cfg, "data.workers=2"), tmp_path / "w"), Trainer(tiny_cfg(*cfg), tmp_path / "l")
     try:
-        workers.collect(64)  # the first collect hands over the workers' shared slots
+        workers.collect(128)  # the first two collects hand over the workers' two shared slots
         waits = _host_waits(lambda: workers.collect(128))
         assert not waits, "\n".join(waits)
-        local.collect(192)
+        local.collect(256)
         a, b = workers.buffer.stored(), local.buffer.stored()
-        assert a.device.type == "cuda" and len(a) == len(b) == 192
+        assert a.device.type == "cuda" and len(a) == len(b) == 256
         for key in a.keys(include_nested=True, leaves_only=True):
             if key != TRAJ_KEY:
                 assert torch.equal(a[key], b[key]), key

@@ -16,9 +16,11 @@ each collect into the replay buffer.
 
 from __future__ import annotations
 
+import sys
+import time
 import traceback
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 
 import torch
 import torch.multiprocessing as mp
@@ -60,7 +62,7 @@ class Shard:
     carry: bool
 
 
-def shards(task: dict, seed: int, total: int, workers: int, frames_per_batch: int, action_hold: int, carry: bool) -> list[Shard]:
+def shards(task: dict, *, seed: int, total: int, workers: int, frames_per_batch: int, action_hold: int, carry: bool) -> list[Shard]:
     """The split of ``total`` envs over ``workers`` (contiguous, sizes differing by at most one); each batch
     has the single collector's ``T = max(1, frames_per_batch // total)`` steps per env."""
     if not 1 <= workers <= total:
@@ -74,10 +76,13 @@ def shards(task: dict, seed: int, total: int, workers: int, frames_per_batch: in
 
 
 def _serve(conn: Connection, shard: Shard) -> None:
-    """A worker: on each ``"next"``, collect one batch into the next of two shared slots and say which."""
+    """A worker: on each ``"next"``, collect one batch into the next of two shared slots and say which.
+    It ends at ``"stop"``, and when the main process is gone (also killed: a forked worker holds copies of the
+    main process's pipe ends, so it would never read an end of file)."""
     from envs import make_env  # in the worker: the env suites import lazily
 
     torch.set_num_threads(1)
+    parent = mp.parent_process()
     collector = None
     try:
         env = make_env({"task": shard.task}, num_envs=shard.num_envs, seed=shard.seed + shard.first, device="cpu")
@@ -87,7 +92,11 @@ def _serve(conn: Connection, shard: Shard) -> None:
         )  # fmt: skip
         collector = make_collector(env, policy, shard.num_envs * shard.steps_per_batch)
         batches, slots, k = iter(collector), [None, None], 0
-        while conn.recv() == "next":
+        while True:
+            if conn not in wait([conn] if parent is None else [conn, parent.sentinel]):
+                break  # the main process ended without a word
+            if conn.recv() != "next":
+                break
             batch = next(batches)
             batch.set(TRAJ_KEY, batch.get(TRAJ_KEY) * shard.workers + shard.index)
             i = k % 2
@@ -98,10 +107,13 @@ def _serve(conn: Connection, shard: Shard) -> None:
                 slots[i].update_(batch)
                 conn.send(("ok", i, None))
             k += 1
-    except (EOFError, KeyboardInterrupt):  # the main process went away or was interrupted
+    except (EOFError, OSError, KeyboardInterrupt):  # the main process went away (a broken pipe) or was interrupted
         pass
     except Exception:  # noqa: BLE001 - any failure goes back to the main process, with its traceback
-        conn.send(("error", -1, traceback.format_exc()))
+        try:
+            conn.send(("error", -1, traceback.format_exc()))
+        except OSError:  # nobody left to tell
+            pass
     finally:
         if collector is not None:
             collector.shutdown()
@@ -115,25 +127,32 @@ class WorkerCollection:
     gives the single collector's buffer); they stay valid until the next call, while the workers collect
     the next batch into their other slot.
 
-    The workers are forked where the OS can (as torch's DataLoader workers are; they never touch a GPU, so a
-    CUDA context in this process is no obstacle): they start at once and run no ``__main__`` again. Elsewhere
-    they are spawned (a script that starts a job must then guard it with ``if __name__ == "__main__"``).
+    The workers start at the first ``next``. On Linux they are forked (as torch's DataLoader workers are;
+    they never touch a GPU, so a CUDA context in this process is no obstacle): they start at once and run no
+    ``__main__`` again. Elsewhere they are spawned (a script that starts a job must then guard it with
+    ``if __name__ == "__main__"``).
     """
 
     def __init__(self, shards: list[Shard], timeout: float = 600.0) -> None:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.timeout, self.shards = timeout, shards
         self._conns: list[Connection] = []
-        self._procs = []
+        self._procs: list[mp.Process] = []
         self._slots: list[list[TensorDictBase | None]] = [[None, None] for _ in shards]
-        for shard in shards:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(child, shard), daemon=True, name=f"collection-{shard.index}")
-            proc.start()
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(proc)
-        for conn in self._conns:  # the first batch is collected while the caller sets up
+
+    def _start(self) -> None:
+        ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+        try:
+            for shard in self.shards:
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_serve, args=(child, shard), daemon=True, name=f"collection-{shard.index}")
+                proc.start()
+                child.close()
+                self._conns.append(parent)
+                self._procs.append(proc)
+        except BaseException:
+            self.shutdown()
+            raise
+        for conn in self._conns:
             _ask(conn, "next")
 
     def _receive(self, w: int) -> TensorDictBase:
@@ -157,6 +176,8 @@ class WorkerCollection:
         return self._slots[w][i]
 
     def __next__(self) -> list[TensorDictBase]:
+        if not self._procs:
+            self._start()
         parts = [self._receive(w) for w in range(len(self._conns))]
         for conn in self._conns:  # the next batch goes into the other slots while the caller stores these
             _ask(conn, "next")
@@ -166,8 +187,9 @@ class WorkerCollection:
         """Stop the workers (each finishes the batch it is on) and wait for them."""
         for conn in self._conns:
             _ask(conn, "stop")
+        deadline = time.monotonic() + 30  # for all of them: each is one batch (well under a second) from stopping
         for proc in self._procs:
-            proc.join(timeout=30)
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.terminate()
                 proc.join()

@@ -51,11 +51,6 @@ class Trainer(RunSkeleton):
             )
         if c["task"]["suite"] == "counting":
             check_analysis(c["analysis"])
-        elif d.workers:
-            raise ValueError(
-                f"data.workers={d.workers}: collection in workers splits the counting envs (each env its own random "
-                f"stream, so the split gives the same data); task suite {c['task']['suite']!r} collects in this process (data.workers=0)"
-            )
         self.env = make_env(c, num_envs=d.num_envs, seed=s.seed, device=d.device)
         self.obs_key, self.obs_shape, self.action_dim = obs_info(self.env)
         self.agent: PJEPAAgent = build_agent(s, self.obs_shape, self.action_dim, self.device)
@@ -63,8 +58,11 @@ class Trainer(RunSkeleton):
         self.horizon = s.horizon
         self.data_keys = self._data_keys()
         if d.workers:  # the same data, collected beside the updates
-            split = shards(s.task, s.seed, d.num_envs, d.workers, d.frames_per_collect, d.action_hold, d.hold_across_resets)
-            self.collection = WorkerCollection(split)
+            split = shards(
+                s.task, seed=s.seed, total=d.num_envs, workers=d.workers, frames_per_batch=d.frames_per_collect,
+                action_hold=d.action_hold, carry=d.hold_across_resets,
+            )  # fmt: skip
+            self.collection = WorkerCollection(split)  # the processes start at the first collect
         else:
             spec = self.env.action_spec
             policy = RepeatedRandomPolicy(spec.space.low, spec.space.high, d.action_hold, seed=s.seed, carry=d.hold_across_resets)
@@ -75,7 +73,11 @@ class Trainer(RunSkeleton):
         )  # fmt: skip
         self.frames = 0
         self._sets = None  # (monitoring, held-out) sets, rendered at the first analysis
-        self.open_logger(self.resume())
+        try:
+            self.open_logger(self.resume())  # a resume collects again: the workers run from here
+        except BaseException:
+            self.close_data()
+            raise
 
     def _data_keys(self) -> tuple[str, ...]:
         """Per-observation keys the batch needs beyond ``obs``; checked against the env's specs."""
@@ -205,4 +207,10 @@ class Trainer(RunSkeleton):
         finally:
             bar.close()
             self.logger.close()
-            self.collection.shutdown()
+            self.close_data()
+
+    def close_data(self) -> None:
+        """Stop the collection (its workers, if any) and close the env."""
+        self.collection.shutdown()
+        if not self.env.is_closed:
+            self.env.close()

@@ -197,6 +197,15 @@ class RepresentationSettings(RunSettings):
     analysis: Analysis = section("monitoring and held-out sets")
     agent: dict = setting("the job's name")
 
+    def problems(self) -> list[str]:
+        suite = self.task.get("suite")
+        if self.data.workers and suite != "counting":
+            return [
+                f"data.workers={self.data.workers}: workers split the counting task's envs (each env its own random stream, so "
+                f"the split gives the same data); task suite {suite!r} collects in this process (data.workers=0)"
+            ]
+        return []
+
 
 # ------------------------------------------------------------------------------ online job
 @dataclass(frozen=True, kw_only=True)
