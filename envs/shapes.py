@@ -46,9 +46,36 @@ def place_objects(
     away from every earlier slot's box (Chebyshev centre distance >= 2r+2), so objects never touch
     and can be counted. Envs where some slot found no free candidate are re-drawn, up to 20 rounds.
 
+    Nearly every env fills every slot from its first 8 candidates: for those, all slots' candidates are
+    drawn in one go (the same draws, in the same order, as slot by slot). The rest are rewound to where
+    they started and placed slot by slot (:func:`_place_slotwise`), so each env gets the same centres and
+    ends at the same stream position either way (tested).
+
     Returns:
         int64 ``[len(idx), max_objects, 2]`` centres as ``(y, x)``.
     """
+    first = min(8, tries)
+    start = rng.counters[idx].copy()
+    cy, cx = _centres(rng.bits(idx, first * max_objects), radius, size)  # [M, K * first]: slot k's are k*first..
+    cy, cx = cy.reshape(len(idx), max_objects, first), cx.reshape(len(idx), max_objects, first)
+    pos = np.zeros((len(idx), max_objects, 2), dtype=np.int32)
+    ok, rows = np.ones(len(idx), dtype=bool), np.arange(len(idx))
+    for k in range(max_objects):
+        free = _clear_of(cy[:, k], cx[:, k], pos[:, :k], radius)
+        ok &= free.any(-1)
+        pick = free.argmax(-1)
+        pos[:, k, 0], pos[:, k, 1] = cy[rows, k, pick], cx[rows, k, pick]
+    out = pos.astype(np.int64)
+    slow = np.flatnonzero(~ok)
+    if len(slow):
+        rng.counters[idx[slow]] = start[slow]
+        out[slow] = _place_slotwise(rng, idx[slow], max_objects, radius, size, tries)
+    return out
+
+
+def _place_slotwise(rng: StreamRNG, idx: np.ndarray, max_objects: int, radius: int, size: int, tries: int) -> np.ndarray:
+    """:func:`place_objects` slot by slot: each slot's 8 candidates, then its other ``tries - 8`` where those
+    all collide; envs where a slot found none are re-drawn, up to 20 rounds."""
     out = np.zeros((len(idx), max_objects, 2), dtype=np.int64)
     todo = np.arange(len(idx))
     first_tries = min(8, tries)
@@ -85,18 +112,26 @@ def _candidates(
     Returns:
         candidates int32 ``[M, n, 2]`` and free bool ``[M, n]``.
     """
+    cy, cx = _centres(rng.bits(envs, n), radius, size)
+    return np.stack([cy, cx], axis=-1), _clear_of(cy, cx, placed, radius)
+
+
+def _centres(bits: np.ndarray, radius: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate centres ``(y, x)``, int32 shaped like the raw draws ``bits``: the high and low 32 bits of each."""
     span = np.uint64(size - 2 * radius)
-    bits = rng.bits(envs, n)
     cy = ((bits >> np.uint64(32)) % span).astype(np.int32) + radius
     cx = ((bits & np.uint64(0xFFFFFFFF)) % span).astype(np.int32) + radius
-    gap = 2 * radius + 2
+    return cy, cx
+
+
+def _clear_of(cy: np.ndarray, cx: np.ndarray, placed: np.ndarray, radius: int) -> np.ndarray:
+    """Whether each candidate ``cy, cx [M, n]`` keeps clear of every centre in ``placed [M, k, 2]``: bool ``[M, n]``."""
     if placed.shape[1] == 0:
-        free = np.ones(cy.shape, dtype=bool)
-    else:
-        far_y = np.abs(cy[:, :, None] - placed[:, None, :, 0]) >= gap
-        far_x = np.abs(cx[:, :, None] - placed[:, None, :, 1]) >= gap
-        free = (far_y | far_x).all(-1)
-    return np.stack([cy, cx], axis=-1), free
+        return np.ones(cy.shape, dtype=bool)
+    gap = 2 * radius + 2
+    far_y = np.abs(cy[:, :, None] - placed[:, None, :, 0]) >= gap
+    far_x = np.abs(cx[:, :, None] - placed[:, None, :, 1]) >= gap
+    return (far_y | far_x).all(-1)
 
 
 def render(

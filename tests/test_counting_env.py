@@ -14,7 +14,8 @@ from torchrl.envs.utils import check_env_specs
 
 from envs import make_env
 from envs.counting import CountingEnv, count_reward
-from envs.shapes import SHAPES, make_stamps
+from envs.rng import StreamRNG
+from envs.shapes import SHAPES, _place_slotwise, make_stamps, place_objects
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
 
@@ -268,3 +269,21 @@ def test_representation_job_refuses_state_observations(tiny_cfg, tmp_path):
 
     with pytest.raises(ValueError, match="obs_type=state.*agent=tdmpc2"):
         Trainer(tiny_cfg("task.obs_type=state"), tmp_path)
+
+
+@pytest.mark.parametrize(("radius", "size", "max_objects"), [(3, 64, 8), (3, 30, 8), (2, 20, 6)], ids=["paper", "crowded", "tight"])
+def test_placing_all_slots_at_once_equals_slot_by_slot(radius, size, max_objects):
+    """The same centres and the same stream positions as placing slot by slot, for envs drawn at random;
+    the crowded frames make some envs need more than their first 8 candidates (the slot-by-slot path)."""
+    fast, slow = StreamRNG(64), StreamRNG(64)
+    fast.seed(7), slow.seed(7)
+    pick, retried = np.random.default_rng(0), 0
+    for _ in range(30):
+        idx = np.flatnonzero(pick.random(64) < 0.5)
+        before = fast.counters[idx].copy()
+        got = place_objects(fast, idx, max_objects, radius, size)
+        assert np.array_equal(got, _place_slotwise(slow, idx, max_objects, radius, size, 50))
+        assert np.array_equal(fast.counters, slow.counters)
+        retried += int((fast.counters[idx] - before != 8 * max_objects).sum())
+    if size < 64:
+        assert retried > 0
