@@ -219,7 +219,9 @@ class MPPI:
             noise, value_noise = normal(h, n, c.num_samples - p, a_dim), normal(n, c.num_samples, a_dim)
             members = self.model.value_members(gen)
             mean, std, elites, score, _ = self._iterate(self, zs, pi_actions, mean, std, noise, value_noise, members)
-        pick = torch.multinomial(score, 1, generator=gen).squeeze(1)  # one elite per env, by score
+        # one elite per env, by score; NaN scores (weights a non-finite update left, not yet read back on a GPU)
+        # draw uniformly instead of ending the CUDA context with a device-side assert: the run stops before acting
+        pick = torch.multinomial(score.nan_to_num(1.0), 1, generator=gen).squeeze(1)
         chosen = elites[:, torch.arange(n, device=dev), pick]  # [H, N, A]
         action, action_std = chosen[0], std[0]
         if not eval_mode:

@@ -125,3 +125,14 @@ def test_without_policy_trajectories_every_sequence_is_sampled():
     planner = MPPI(ToyModel(goal, pi_action=1.0), MPPIConfig(**{**CFG, "num_pi_trajs": 0}), seed=0)
     action = planner.plan(torch.tensor([[0.0, 0.0], [1.0, 0.5]]), eval_mode=True)
     torch.testing.assert_close(action, torch.tensor([[1.0, -1.0], [-1.0, -1.0]]), atol=0.15, rtol=0)
+
+
+def test_a_model_gone_nan_plans_without_raising():
+    """Weights a non-finite update left (on a GPU read back only after the plan) make every score NaN: the
+    elite is drawn uniformly instead of failing the draw (a device-side assert on a GPU), and the action shows it."""
+    model = ToyModel(torch.tensor([0.5, -0.25]))
+    model.reward = lambda z, a: torch.full(z.shape[:-1] + (1,), float("nan"))
+    with pytest.raises(RuntimeError, match="probability tensor contains"):  # what the draw itself does with NaN
+        torch.multinomial(torch.full((1, 4), float("nan")), 1)
+    action = MPPI(model, MPPIConfig(**CFG), seed=0).plan(torch.zeros(3, 2))
+    assert action.shape == (3, 2) and torch.isnan(action).all()  # NaN weights refit NaN means: the run's check stops it

@@ -21,7 +21,8 @@ class FiniteWatch:
     the host wait for each forward and backward instead of queueing the next update while the device works.
     Deferred (``deferred=True``): each step records on the device whether it was finite (and, for the first
     that was not, its loss terms), and goes ahead; :meth:`raise_if_bad` reads the record back (one wait) where
-    the run's state leaves it: before a log row, a checkpoint, an analysis, an evaluation or a planned action.
+    the run's state leaves it: before a log row, a checkpoint, an analysis, an evaluation, or the env taking a
+    planned action.
     ``None`` (the agents' default): deferred exactly where the loss is not on a CPU.
     """
 

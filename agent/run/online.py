@@ -138,9 +138,9 @@ class OnlineTrainer(RunSkeleton):
         try:
             while self.step < total:
                 random = self.step < self.seed_steps or random_collect
-                if not random:  # never plan with what a non-finite step left (NaN scores stop MPPI's draw)
-                    self.check_finite()
                 action = self._act(td, random)
+                if not random:  # never act on a plan from weights a non-finite step left (on a GPU: read back now,
+                    self.check_finite()  # the plan queued behind the update, so the host waits once, for the action)
                 self.actions.append(action.detach().cpu().clone())
                 td.set("action", action)
                 td.set("episode", torch.full(self.env.batch_size, self.episode))
