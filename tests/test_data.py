@@ -99,6 +99,7 @@ def test_direct_collector_gives_torchrls_batches(carry, renderer, frames):
         for key in want.keys(True, True):
             assert want[key].dtype == got[key].dtype and torch.equal(want[key], got[key]), key
     assert (made[1].batch[TRAJ_KEY] >= 8).any()  # episodes ended
+    assert next(batches[1]) is made[1].batch  # each batch in the same buffers
     for c in made:
         c.shutdown()
 

@@ -92,3 +92,22 @@ def test_deferred_nan_stops_the_online_run_before_the_env_takes_an_action(tmp_pa
         trainer.run()
     assert len(trainer.buffer) == 45 and torch.isfinite(trainer.buffer.stored()["action"]).all()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 30
+
+
+def test_a_non_finite_plan_is_never_acted_on(tmp_path):
+    """Finite weights, a plan gone NaN (e.g. an overflow in its own maths): the run stops before the env takes it."""
+    from agent.run.online import OnlineTrainer
+    from tests.test_online import online_cfg
+
+    cfg = online_cfg("task=gym/Pendulum-v1", "aux=none", "task.episode_length=20", "agent.total_steps=60", "agent.eval_every=30")
+    trainer = OnlineTrainer(cfg, tmp_path)
+    real = trainer.agent.act
+
+    def overflowing(obs, eval_mode=False, use_planner=True):
+        action = real(obs, eval_mode=eval_mode, use_planner=use_planner)
+        return action * float("nan") if trainer.step >= 40 and not eval_mode else action
+
+    trainer.agent.act = overflowing
+    with pytest.raises(NonFiniteLossError, match=r"training stopped at step 40: the planner's action is not finite"):
+        trainer.run()
+    assert len(trainer.buffer) == 40 and torch.isfinite(trainer.buffer.stored()["action"]).all()

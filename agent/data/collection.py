@@ -4,6 +4,8 @@ or for the counting env on the CPU a direct one with the same batches (the repla
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -11,7 +13,8 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
 
-from envs.counting import CountingEnv
+if TYPE_CHECKING:
+    from envs.counting import CountingEnv
 
 TRAJ_KEY = ("collector", "traj_ids")
 
@@ -99,9 +102,10 @@ class DirectCollector:
     The same batches, key for key and bit for bit (``tests/test_data.py``): the policy reads each step's
     ``step_count``; each step stores the observation, the action and the next observation with its reward
     and flags; a finished episode's env is reset before its next step (its first observation then), and gets
-    a new trajectory id. What is skipped is the per-step TensorDict work of torchrl's env and collector
-    around the numpy simulation: ~1.6 ms a step, ~25 ms of each of the representation job's 16-step collects
-    (``docs/benchmarks.md``). Each batch lives in buffers the next one overwrites: store it before asking again.
+    a new trajectory id. As the ``Collector``, it resets the env and calls the policy once (dropping the action)
+    when built. What is skipped is the per-step TensorDict work of torchrl's env and collector around the numpy
+    simulation: half of each of the representation job's collects (``docs/benchmarks.md``). Each batch lives
+    in buffers the next one overwrites: store it before asking again.
     """
 
     def __init__(self, env: CountingEnv, policy: RepeatedRandomPolicy, frames_per_batch: int) -> None:
@@ -115,16 +119,21 @@ class DirectCollector:
         nxt = {k: v.clone() for k, v in seq.items()} | {"reward": seq["obs_reward"].clone()}
         nxt |= {k: flag.clone() for k in ("done", "terminated", "truncated")}
         self.batch = TensorDict(
-            {**seq, "action": torch.empty((n, t, *env.action_spec.shape[1:])), "done": flag, "terminated": flag.clone(),
+            {**seq, "action": torch.empty((n, t, *env.action_spec.shape[1:]), dtype=env.action_spec.dtype), "done": flag, "terminated": flag.clone(),
              "truncated": flag.clone(), "next": nxt, TRAJ_KEY: torch.empty((n, t), dtype=torch.long)},
             batch_size=[n, t],
         )  # fmt: skip
-        self._ids: torch.Tensor | None = None  # each env's current trajectory id; None: the env is not reset yet
+        env.reset()  # as the Collector does when built: reset, and one policy call whose action it drops
+        self.policy.act(env.observe()["step_count"])
+        self._ids = torch.arange(n)  # each env's current trajectory id
         self._next_id = n
 
     @staticmethod
     def applies(env: EnvBase, policy: TensorDictModuleBase) -> bool:
         """Whether ``env`` and ``policy`` are what this collector steps (else torchrl's ``Collector`` is used)."""
+        # imported here: this module stays free of a concrete env until one is met
+        from envs.counting import CountingEnv
+
         return (
             type(env) is CountingEnv and len(env.batch_size) == 1 and env.device.type == "cpu"
             and isinstance(policy, RepeatedRandomPolicy)
@@ -135,10 +144,6 @@ class DirectCollector:
 
     def __next__(self) -> TensorDict:
         env, out = self.env, self.batch
-        if self._ids is None:  # as the Collector does before its first step: reset, and one policy call it drops
-            env.reset()
-            self.policy.act(env.observe()["step_count"])
-            self._ids = torch.arange(env.n)
         nxt = out.get("next")
         for t in range(self.steps):
             for key, value in env.observe().items():

@@ -16,24 +16,30 @@ each collect into the replay buffer.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 
 import torch
 import torch.multiprocessing as mp
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 
-from agent.data.collection import TRAJ_KEY, RepeatedRandomPolicy, make_collector
+from agent.data.collection import (
+    TRAJ_KEY,
+    DirectCollector,
+    RepeatedRandomPolicy,
+    make_collector,
+)
 
 
 class LocalCollection:
     """The collector in this process: each ``next`` is one batch ``[num_envs, T]``, as a list of one part."""
 
-    def __init__(self, collector: Collector) -> None:
+    def __init__(self, collector: Collector | DirectCollector) -> None:
         self.collector = collector
         self._it = None
 
@@ -77,12 +83,13 @@ def shards(task: dict, *, seed: int, total: int, workers: int, frames_per_batch:
 
 def _serve(conn: Connection, shard: Shard) -> None:
     """A worker: on each ``"next"``, collect one batch into the next of two shared slots and say which.
-    It ends at ``"stop"``, and when the main process is gone (also killed: a forked worker holds copies of the
-    main process's pipe ends, so it would never read an end of file)."""
+    It ends at ``"stop"``, and when the main process is gone, also killed: a forked worker holds copies of the
+    main process's pipe ends (and the workers forked after it of its sentinel), so no end of file tells it;
+    it looks at its parent's pid instead, every second while it waits."""
     from envs import make_env  # in the worker: the env suites import lazily
 
     torch.set_num_threads(1)
-    parent = mp.parent_process()
+    parent = os.getppid()
     collector = None
     try:
         env = make_env({"task": shard.task}, num_envs=shard.num_envs, seed=shard.seed + shard.first, device="cpu")
@@ -93,19 +100,19 @@ def _serve(conn: Connection, shard: Shard) -> None:
         collector = make_collector(env, policy, shard.num_envs * shard.steps_per_batch)
         batches, slots, k = iter(collector), [None, None], 0
         while True:
-            if conn not in wait([conn] if parent is None else [conn, parent.sentinel]):
-                break  # the main process ended without a word
+            while not conn.poll(1.0):
+                if os.getppid() != parent:
+                    return  # the main process ended without a word (the finally below cleans up)
             if conn.recv() != "next":
                 break
-            batch = next(batches)
-            batch.set(TRAJ_KEY, batch.get(TRAJ_KEY) * shard.workers + shard.index)
-            i = k % 2
-            if slots[i] is None:  # the first use of a slot: shared memory, handed to the main process once
+            batch, i = next(batches), k % 2
+            new = slots[i] is None
+            if new:  # the first use of a slot: shared memory, handed to the main process once
                 slots[i] = batch.clone().share_memory_()
-                conn.send(("new", i, slots[i]))
             else:
                 slots[i].update_(batch)
-                conn.send(("ok", i, None))
+            slots[i].get(TRAJ_KEY).mul_(shard.workers).add_(shard.index)  # ids no other worker gives
+            conn.send(("new", i, slots[i]) if new else ("ok", i, None))
             k += 1
     except (EOFError, OSError, KeyboardInterrupt):  # the main process went away (a broken pipe) or was interrupted
         pass

@@ -141,6 +141,8 @@ class OnlineTrainer(RunSkeleton):
                 action = self._act(td, random)
                 if not random:  # never act on a plan from weights a non-finite step left (on a GPU: read back now,
                     self.check_finite()  # the plan queued behind the update, so the host waits once, for the action)
+                    if not torch.isfinite(action).all():  # nor on a plan whose own maths overflowed
+                        raise self.stopped(NonFiniteLossError(f"the planner's action is not finite: {action.tolist()}"))
                 self.actions.append(action.detach().cpu().clone())
                 td.set("action", action)
                 td.set("episode", torch.full(self.env.batch_size, self.episode))
