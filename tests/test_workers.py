@@ -94,6 +94,8 @@ def test_a_worker_that_dies_is_an_error_not_a_hang():
             next(source)
     finally:
         source.shutdown()
+    with pytest.raises(RuntimeError, match="shut down"):  # not a fresh start of the streams
+        next(source)
 
 
 def test_a_worker_error_comes_back_with_its_traceback():

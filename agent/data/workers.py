@@ -145,6 +145,7 @@ class WorkerCollection:
         self._conns: list[Connection] = []
         self._procs: list[mp.Process] = []
         self._slots: list[list[TensorDictBase | None]] = [[None, None] for _ in shards]
+        self._closed = False  # after shutdown: a restart would begin the stream again, so none is made
 
     def _start(self) -> None:
         ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
@@ -183,6 +184,8 @@ class WorkerCollection:
         return self._slots[w][i]
 
     def __next__(self) -> list[TensorDictBase]:
+        if self._closed:
+            raise RuntimeError("this collection was shut down; its workers' streams cannot go on")
         if not self._procs:
             self._start()
         parts = [self._receive(w) for w in range(len(self._conns))]
@@ -192,6 +195,7 @@ class WorkerCollection:
 
     def shutdown(self) -> None:
         """Stop the workers (each finishes the batch it is on) and wait for them."""
+        self._closed = True
         for conn in self._conns:
             _ask(conn, "stop")
         deadline = time.monotonic() + 30  # for all of them: each is one batch (well under a second) from stopping
