@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -37,6 +38,15 @@ def compose_cfg(*overrides: str):
     tiny = TINY if "agent=tdmpc2" in overrides else [*TINY, *TINY_PJEPA]
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         return compose("config", overrides=[*tiny, *overrides])
+
+
+def metrics_rows(run_dir: Path) -> np.ndarray:
+    """A representation run's ``metrics.csv`` rows ``[rows, columns]`` without ``perf/updates_per_s`` (wall time: the
+    one column two runs of the same numbers differ in)."""
+    path = Path(run_dir) / "metrics.csv"
+    header = path.read_text().split("\n")[0].split(",")
+    keep = [i for i, k in enumerate(header) if k != "perf/updates_per_s"]
+    return np.genfromtxt(path, delimiter=",", skip_header=1)[:, keep]
 
 
 def plain_dicts(data: dict) -> dict:

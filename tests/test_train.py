@@ -17,7 +17,7 @@ from agent.analysis.monitor import FIGURES, monitoring_set, read_curve
 from agent.api import load
 from agent.run.checkpoint import CheckpointError, load_checkpoint
 from agent.run.representation import Trainer
-from tests.conftest import ROOT, TINY, TINY_PJEPA
+from tests.conftest import ROOT, TINY, TINY_PJEPA, metrics_rows
 
 
 def run_cli(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
@@ -108,10 +108,7 @@ def test_same_seed_same_numbers(tiny_cfg, tmp_path, perf):
     a = Trainer(tiny_cfg("analysis.every=0", *perf), tmp_path / "a").run()
     b = Trainer(tiny_cfg("analysis.every=0", *perf), tmp_path / "b").run()
     assert (tmp_path / "a" / "metrics.csv").read_text().split("\n")[0] == (tmp_path / "b" / "metrics.csv").read_text().split("\n")[0]
-    rows = [np.genfromtxt(tmp_path / d / "metrics.csv", delimiter=",", skip_header=1) for d in "ab"]
-    header = (tmp_path / "a" / "metrics.csv").read_text().split("\n")[0].split(",")
-    keep = [i for i, k in enumerate(header) if k != "perf/updates_per_s"]
-    np.testing.assert_array_equal(rows[0][:, keep], rows[1][:, keep])
+    np.testing.assert_array_equal(metrics_rows(tmp_path / "a"), metrics_rows(tmp_path / "b"))
     assert a == b
     c = Trainer(tiny_cfg("analysis.every=0", "seed=2", *perf), tmp_path / "c").run()
     assert c != a

@@ -17,7 +17,7 @@ from agent.data.workers import LocalCollection, WorkerCollection, shards
 from agent.run.checkpoint import load_checkpoint
 from agent.run.representation import Trainer
 from envs.counting import CountingEnv
-from tests.conftest import ROOT
+from tests.conftest import ROOT, metrics_rows
 
 TASK = {"suite": "counting", "name": "counting4", "reward_type": "dense"}
 
@@ -144,16 +144,10 @@ def test_a_run_with_workers_ends_where_one_without_does(tiny_cfg, tmp_path):
     Trainer(tiny_cfg("analysis.every=0", "data.workers=3"), tmp_path / "workers").run()
     Trainer(tiny_cfg("analysis.every=0", "steps=6"), tmp_path / "resumed").run()
     Trainer(tiny_cfg("analysis.every=0", "data.workers=2"), tmp_path / "resumed").run()
-
-    def rows(run: str) -> np.ndarray:
-        text = (tmp_path / run / "metrics.csv").read_text()
-        header = text.split("\n")[0].split(",")
-        keep = [i for i, k in enumerate(header) if k != "perf/updates_per_s"]
-        return np.genfromtxt(tmp_path / run / "metrics.csv", delimiter=",", skip_header=1)[:, keep]
-
-    assert rows("local").shape[0] == 4
-    np.testing.assert_array_equal(rows("local"), rows("workers"))
-    np.testing.assert_array_equal(rows("local"), rows("resumed"))
+    local = metrics_rows(tmp_path / "local")
+    assert local.shape[0] == 4
+    np.testing.assert_array_equal(local, metrics_rows(tmp_path / "workers"))
+    np.testing.assert_array_equal(local, metrics_rows(tmp_path / "resumed"))
     weights = [load_checkpoint(tmp_path / r / "checkpoints" / "last.pt")["agent"] for r in ("local", "workers")]
     tensors = [k for k, v in weights[0].items() if isinstance(v, torch.Tensor)]
     assert len(tensors) > 10 and all(torch.equal(weights[0][k], weights[1][k]) for k in tensors)
