@@ -8,9 +8,11 @@ into a replay buffer, as the job does every ``collect_every=10`` updates. Figure
   is the cap: the most updates/s the collection allows however fast the updates are;
 - beside updates: the main process's stall per collect when it spends ``--gap`` ms between collects away
   from the CPU (sleeping: a GPU job's host mostly waits for the device), and the updates/s that gives,
-  ``collect_every`` per ``gap + stall``.
+  ``collect_every`` per ``gap + stall``;
+- the store: ``both`` keeps every transition's next frame (the job before ``obs_once``), ``once`` each frame
+  once (the job's buffer); "tails" is the share of transitions that keep a next frame of their own.
 
-    python benchmarks/collection.py [--workers 0 1 2] [--collects 20] [--gap 40]   (0: direct, in this process)
+    python benchmarks/collection.py [--workers 0 1 2] [--store both once] [--collects 20] [--gap 40]   (0: direct, in this process)
 """
 
 from __future__ import annotations
@@ -41,11 +43,12 @@ def collection(workers: int, num_envs: int, frames: int, seed: int = 0, direct: 
 
 
 def measure(
-    workers: int, collects: int, gap_ms: float, num_envs: int = 64, frames: int = 1024, direct: bool = True
+    workers: int, collects: int, gap_ms: float, num_envs: int = 64, frames: int = 1024, direct: bool = True,
+    obs_once: bool = True,
 ) -> dict[str, float]:
     """ms per collect alone, and the stall per collect with ``gap_ms`` of waiting between collects."""
     source = collection(workers, num_envs, frames, direct=direct)
-    buffer = ReplayBuffer(100_000, 1, 256, TRAJ_KEY, obs_keys=("obs_reward", "count"))
+    buffer = ReplayBuffer(100_000, 1, 256, TRAJ_KEY, obs_keys=("obs_reward", "count"), obs_once=obs_once)
 
     def store() -> int:
         return sum(buffer.extend(part) for part in next(source))
@@ -64,29 +67,35 @@ def measure(
             stall += time.perf_counter() - start
     finally:
         source.shutdown()
-    return {"alone_ms": alone * 1e3, "frames_per_s": got / (alone * collects), "stall_ms": stall / collects * 1e3}
+    tails = buffer._tail.sum().item() / len(buffer) if obs_once else 1.0  # (the ring has not wrapped)
+    return {"alone_ms": alone * 1e3, "frames_per_s": got / (alone * collects), "stall_ms": stall / collects * 1e3, "tails": tails}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--store", nargs="+", choices=["both", "once"], default=["both", "once"])
     parser.add_argument("--collects", type=int, default=20)
     parser.add_argument("--gap", type=float, default=40.0, help="ms between collects (the updates)")
     parser.add_argument("--collect-every", type=int, default=10, help="updates per collect, for the updates/s column")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}; 64 envs, 1,024 transitions per collect; {args.gap:g} ms between collects")
-    print(f"{'collection':>14} {'ms/collect alone':>17} {'frames/s':>9} {'cap updates/s':>14} {'stall ms at gap':>16} {'updates/s at gap':>17}")
+    print(
+        f"{'collection':>14} {'store':>5} {'tails':>6} {'ms/collect alone':>17} {'frames/s':>9} {'cap updates/s':>14} "
+        f"{'stall ms at gap':>16} {'updates/s at gap':>17}"
+    )  # fmt: skip
     base = None
-    for w in [None, *args.workers]:  # None: the baseline, torchrl's Collector in this process
-        r = measure(w or 0, args.collects, args.gap, direct=w is not None)
-        cap, at_gap = args.collect_every / (r["alone_ms"] / 1e3), args.collect_every / ((args.gap + r["stall_ms"]) / 1e3)
-        base = base or at_gap
-        name = "torchrl" if w is None else "direct" if w == 0 else f"{w} worker(s)"
-        print(
-            f"{name:>14} {r['alone_ms']:>17.1f} {r['frames_per_s']:>9.0f} {cap:>14.0f} {r['stall_ms']:>16.1f} "
-            f"{at_gap:>17.0f}  ({at_gap / base:.2f}x)"
-        )  # fmt: skip
+    for w in [None, *args.workers]:  # None: the baseline, torchrl's Collector in this process (first store)
+        for store in args.store:
+            r = measure(w or 0, args.collects, args.gap, direct=w is not None, obs_once=store == "once")
+            cap, at_gap = args.collect_every / (r["alone_ms"] / 1e3), args.collect_every / ((args.gap + r["stall_ms"]) / 1e3)
+            base = base or at_gap
+            name = "torchrl" if w is None else "direct" if w == 0 else f"{w} worker(s)"
+            print(
+                f"{name:>14} {store:>5} {r['tails']:>6.0%} {r['alone_ms']:>17.1f} {r['frames_per_s']:>9.0f} {cap:>14.0f} "
+                f"{r['stall_ms']:>16.1f} {at_gap:>17.0f}  ({at_gap / base:.2f}x)"
+            )  # fmt: skip
 
 
 if __name__ == "__main__":

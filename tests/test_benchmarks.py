@@ -106,11 +106,14 @@ def test_allocator_benchmark_runs_each_setting_in_a_child_of_its_own():
     assert all(float(r[3]) > 0 and r[7].endswith("x") and r[8] == "-" for r in rows)
 
 
-@pytest.mark.parametrize(("workers", "direct"), [(0, False), (0, True), (2, True)], ids=["torchrl", "direct", "workers"])
-def test_collection_benchmark_times_the_main_process_stall(workers, direct):
-    r = measure(workers, collects=3, gap_ms=200.0, num_envs=4, frames=16, direct=direct)
-    assert set(r) == {"alone_ms", "frames_per_s", "stall_ms"} and r["alone_ms"] > 0
+@pytest.mark.parametrize(
+    ("workers", "direct", "once"), [(0, False, False), (0, True, True), (2, True, True)], ids=["torchrl", "direct", "workers"]
+)
+def test_collection_benchmark_times_the_main_process_stall(workers, direct, once):
+    r = measure(workers, collects=3, gap_ms=200.0, num_envs=4, frames=16, direct=direct, obs_once=once)
+    assert set(r) == {"alone_ms", "frames_per_s", "stall_ms", "tails"} and r["alone_ms"] > 0
     assert 0 < r["stall_ms"] < 200.0  # the wait between collects is not counted (a 4-env collect takes a few ms)
+    assert (0.25 <= r["tails"] < 1.0) if once else r["tails"] == 1.0  # rows of 4 steps: at least each row's end
 
 
 def test_steady_rate_is_the_window_between_two_rows_of_a_cumulative_rate(tmp_path):

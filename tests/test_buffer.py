@@ -101,3 +101,62 @@ def test_only_the_keys_batches_read_are_stored_and_a_missing_one_is_named():
     assert buf.written == 3 and (buf.stored() == before).all()
     with pytest.raises(KeyError, match=r"needs \['count', \('next', 'count'\)\]"):
         ReplayBuffer(10, 1, 4, "episode", obs_keys=("count",)).extend(steps(0, 1, 0))
+
+
+def episodes_stream(n: int, seed: int = 0) -> TensorDict:
+    """``n`` transitions of episodes 1-6 steps long: observation ``[3]`` and ``count`` numbered by step; the
+    next ones are the following step's inside an episode, and a terminal frame of their own at its end."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 7, (n,), generator=g)
+    episode = torch.repeat_interleave(torch.arange(n), lengths)[:n]
+    i = torch.arange(n)
+    last = torch.ones(n, dtype=torch.bool)
+    last[:-1] = episode[1:] != episode[:-1]
+    nxt = torch.where(last, 1000 + i, i + 1)
+    obs = {"observation": i[:, None].float().expand(n, 3), "count": i}
+    return TensorDict(
+        {**obs, "action": i[:, None].float(), "episode": episode,
+         "next": {"observation": nxt[:, None].float().expand(n, 3), "count": nxt, "reward": i.float(), "episode": episode}},
+        [n],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["flat", "env-major", "one-at-a-time"])
+def test_obs_once_stores_each_frame_once_and_gives_the_same_batches(mode):
+    """Writes that wrap the ring, episodes ending inside and across writes, one larger than the ring: the
+    rebuilt next observations and every batch equal the buffer that stores both, and only trajectory ends
+    keep a next observation of their own."""
+    data = episodes_stream(150)
+    plain, once = (ReplayBuffer(40, 2, 64, "episode", obs_keys=("count",), step_keys=("reward",), obs_once=o) for o in (False, True))
+    sizes = {"flat": [7, 1, 13, 45, 3, 30, 51], "env-major": [8, 12, 44, 36, 50], "one-at-a-time": [1] * 150}[mode]
+    start = 0
+    for k, size in enumerate(sizes):
+        part = data[start : start + size]
+        if mode == "env-major" and size % 4 == 0:
+            part = part.reshape(4, size // 4)
+        start += size
+        assert plain.extend(part) == once.extend(part) == size
+        assert plain.written == once.written and (plain.stored() == once.stored()).all()
+        if any(plain._seg_len >= 2):
+            torch.manual_seed(k)
+            want = plain.sample()
+            torch.manual_seed(k)
+            got = once.sample()
+            assert want.keys() == got.keys() and all(torch.equal(want[key], got[key]) for key in want)
+    assert start == 150
+    tails = once._tail.sum().item()
+    assert tails == len(once) if mode == "one-at-a-time" else tails < len(once)  # online-style writes: all tails
+    stored = once.stored()
+    ends = stored["next", "count"] >= 1000
+    assert once._tail[(torch.arange(len(once)) + once.written) % 40][ends].all()  # every episode end is a tail
+
+
+def test_obs_once_refuses_data_whose_next_observation_is_not_the_following_one():
+    data = episodes_stream(20)
+    data["episode"] = data["next", "episode"] = torch.zeros(20, dtype=torch.long)  # one trajectory with terminal frames inside
+    buf = ReplayBuffer(40, 1, 4, "episode", obs_keys=("count",), obs_once=True)
+    with pytest.raises(ValueError, match="next 'observation' differs from the following transition's"):
+        buf.extend(data)
+    assert len(buf) == 0 and buf._store is None  # nothing stored
+    buf.extend(episodes_stream(20))
+    assert len(buf) == 20 and (buf.stored() == episodes_stream(20).select(*buf.stored().keys(True, True))).all()

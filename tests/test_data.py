@@ -65,6 +65,34 @@ def test_slices_stay_inside_trajectories():
         assert torch.equal(s["next", "count"][0], s["count"][1])  # (the buffer stores only the keys batches read)
 
 
+@pytest.mark.parametrize(("direct", "envs", "frames"), [(False, 8, 48), (True, 8, 48), (True, 1, 1)], ids=["torchrl", "direct", "paper"])
+def test_the_jobs_frames_once_buffer_gives_what_storing_both_gives(direct, envs, frames):
+    """The representation job's ``obs_once`` buffer on the collectors' own data (pixels, count, reward;
+    episodes end inside and across batches; the ring wraps): the same batches and stored transitions as
+    the buffer that stores every next frame, with a tail only at a row's end or an episode's. (``paper``:
+    experiment=paper's one env and one step per collect, where every transition is a tail.)"""
+    env = CountingEnv(batch_size=(envs,), seed=2, reward_type="dense")
+    policy = RepeatedRandomPolicy(env.action_spec.space.low, env.action_spec.space.high, repeat=3, seed=2)
+    collector = make_collector(env, policy, frames_per_batch=frames, direct=direct)
+    plain, once = (
+        ReplayBuffer(200, 2, 48, TRAJ_KEY, obs_keys=("obs_reward", "count"), obs_once=o) for o in (False, True)
+    )  # fmt: skip
+    it, collects = iter(collector), 7 if frames > 1 else 210
+    for k in range(collects):
+        batch = next(it)
+        plain.extend(batch)
+        once.extend(batch)
+        if k >= 2:
+            torch.manual_seed(k)
+            want = plain.sample()
+            torch.manual_seed(k)
+            got = once.sample()
+            assert want.keys() == got.keys() and all(torch.equal(want[key], got[key]) for key in want)
+    collector.shutdown()
+    assert once.written == collects * frames > once.capacity and (plain.stored() == once.stored()).all()
+    assert (once._tail.sum() < len(once)) == (frames > 1)
+
+
 def test_policy_hold_carries_across_resets():
     """``carry=True`` (the reference code's collection): a held action runs on through episode ends."""
     env = CountingEnv(batch_size=(1,), seed=3)  # episodes of at most 4 steps
@@ -127,3 +155,17 @@ def test_a_run_collected_directly_ends_where_torchrls_collection_does(tiny_cfg, 
     direct = metrics_rows(tmp_path / "direct")
     assert direct.shape[0] == 4
     np.testing.assert_array_equal(direct, metrics_rows(tmp_path / "torchrl"))
+
+
+def test_a_run_storing_each_frame_once_ends_where_one_storing_both_does(tiny_cfg, tmp_path, monkeypatch):
+    """The representation job's buffer stores each frame once (``obs_once``); with both stored, the same run."""
+    once = Trainer(tiny_cfg("analysis.every=0"), tmp_path / "once")
+    assert once.buffer.obs_once
+    once.run()
+    monkeypatch.setattr("agent.run.representation.ReplayBuffer", lambda *a, **kw: ReplayBuffer(*a, **kw | {"obs_once": False}))
+    both = Trainer(tiny_cfg("analysis.every=0"), tmp_path / "both")
+    assert not both.buffer.obs_once
+    both.run()
+    rows = metrics_rows(tmp_path / "once")
+    assert rows.shape[0] == 4
+    np.testing.assert_array_equal(rows, metrics_rows(tmp_path / "both"))

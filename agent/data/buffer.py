@@ -3,6 +3,8 @@
 The representation job stores its collector's batches env-major (``traj_key`` = the collector's
 trajectory ids); the online job stores each env step (``traj_key`` = ``episode``). Both sample
 ``batch_size`` sub-trajectories of ``horizon`` steps and train on them as time-major tensors.
+The representation job stores each frame once (``obs_once``): a transition's next observation is the next
+transition's observation, so only the last transition of each trajectory in a write keeps its own.
 The buffer is not checkpointed: both jobs rebuild it on resume by replaying their data (exact).
 :func:`load_buffer` still reads the ``buffer.pt`` files that older online runs wrote.
 """
@@ -43,12 +45,19 @@ class ReplayBuffer:
         step_keys: per-transition keys read from ``next`` (``[H, B, ...]``; ``terminated`` as float).
         device: where batches go.
         storage_device: where the transitions are stored (a GPU: sampling never leaves it).
+        obs_once: store each per-observation key once. Inside a trajectory a transition's next observation
+            is the following transition's observation (a collector's data: tested against every collector),
+            so a write keeps ``next`` only for each trajectory's last transition in it (a "tail": a row's
+            end or an episode's). That cuts the frames copied per write and the ring's resident memory on
+            the CPU (the tails' ring is as long, but only its tail slots are ever touched) by as much as
+            half, and gives the same batches bit for bit. The first write is checked for it (a clear error,
+            before anything is stored).
     """
 
     def __init__(
         self, capacity: int, horizon: int, batch_size: int, traj_key: Key,
         obs_keys: tuple[str, ...] = (), step_keys: tuple[str, ...] = (), device: str | torch.device = "cpu",
-        storage_device: str | torch.device = "cpu",
+        storage_device: str | torch.device = "cpu", obs_once: bool = False,
     ) -> None:  # fmt: skip
         if capacity < 1 or horizon < 1 or batch_size < 1:
             raise ValueError(f"capacity, horizon and batch_size must be >= 1, got {capacity}, {horizon}, {batch_size}")
@@ -63,6 +72,10 @@ class ReplayBuffer:
         self._seg_start = torch.zeros(0, dtype=torch.long)  # trajectories, oldest first: first write index
         self._seg_len = torch.zeros(0, dtype=torch.long)  # and length (all in the ring)
         self._last_key: object = None  # the newest trajectory's key (it may go on at the next write)
+        self.obs_once = obs_once
+        self._per_obs: list[str] = []  # the per-observation keys (stored as key and ("next", key))
+        self._tail: torch.Tensor | None = None  # obs_once: [capacity] bool, True where ("next", key) is stored
+        self._frames: dict[str, torch.Tensor] = {}  # obs_once: per-obs key, [2 * capacity, ...]: ring, then tails
 
     def __len__(self) -> int:
         return min(self.written, self.capacity)
@@ -79,34 +92,82 @@ class ReplayBuffer:
             return 0
         if self._store is None:  # uninitialised memory, as torch.empty: the pages fill as the ring does
             self._obs_key = "pixels" if "pixels" in data.keys() else "observation"
+            self._per_obs = [self._obs_key, *(k for k in self.obs_keys if k != "obs")]
             first = data.reshape(-1)[:1].select(*self._batch_keys(data)).to(self.storage_device)
-            self._store = first.apply(lambda t: t.new_empty((self.capacity, *t.shape[1:])), batch_size=[self.capacity])
-            self._leaves = {k: self._store.get(k) for k in self._store.keys(include_nested=True, leaves_only=True)}
-        sources = [(dst, data.get(key, None)) for key, dst in self._leaves.items()]  # all found before any write
-        missing = [key for key, (_, src) in zip(self._leaves, sources) if src is None]
+            frames = {}
+            if self.obs_once:  # a key's ring [capacity] and its tails' [capacity] in one tensor: one gather per batch
+                frames = {k: first.get(k).new_empty((2 * self.capacity, *first.get(k).shape[1:])) for k in self._per_obs}
+                first = first.exclude(*self._per_obs, *(("next", k) for k in self._per_obs))
+                self._tail = torch.zeros(self.capacity, dtype=torch.bool, device=self.storage_device)
+            store = first.apply(lambda t: t.new_empty((self.capacity, *t.shape[1:])), batch_size=[self.capacity])
+            for key, both in frames.items():
+                store.set(key, both[: self.capacity])
+                store.set(("next", key), both[self.capacity :])
+            leaves = {k: store.get(k) for k in store.keys(include_nested=True, leaves_only=True)}
+            self._frames = frames
+        else:
+            store, leaves = self._store, self._leaves
+        sources = [(key, dst, data.get(key, None)) for key, dst in leaves.items()]  # all found before any write
+        missing = [key for key, _, src in sources if src is None]
         if missing:
             raise KeyError(f"the replay buffer stores {missing}, which the data to store lacks")
         skip = max(0, n - self.capacity)  # only the newest fit: the rest would be overwritten at once
+        keys = data.get(self.traj_key).reshape(n)[skip:].cpu()
+        lead = data.batch_dims  # 0 (one unbatched transition: copied by broadcasting) or 1 need no reshape
+        ends = tails = None
+        if self.obs_once:  # the last transition of each trajectory in this write keeps its next observation
+            ends = torch.cat([(keys[1:] != keys[:-1]).nonzero().squeeze(1), torch.tensor([len(keys) - 1])])
+            tails = {("next", k) for k in self._per_obs}
+            if self._store is None:
+                self._check_obs_once(data, n, skip, ends)
+        self._store, self._leaves = store, leaves
         if skip:
             self.written += skip
             self._seg_start, self._seg_len, self._last_key = self._seg_start[:0], self._seg_len[:0], None
         slot, m = self.written % self.capacity, n - skip
         head = min(m, self.capacity - slot)
-        lead = data.batch_dims  # 0 (one unbatched transition: copied by broadcasting) or 1 need no reshape
-        for dst, src in sources:  # leaf by leaf, no op more than needed: each costs a few us (~0.1 ms a step)
-            if lead > 1:
+        if ends is not None:
+            tail_slots = to_device((ends + slot) % self.capacity, self.storage_device)
+            self._tail[slot : slot + head] = False
+            self._tail[: m - head] = False  # (the ring wraps)
+            self._tail.index_fill_(0, tail_slots, True)
+        for key, dst, src in sources:  # leaf by leaf, no op more than needed: each costs a few us (~0.1 ms a step)
+            if lead > 1 or (tails and key in tails):
                 src = src.reshape(n, *src.shape[lead:])
             if skip:
                 src = src[skip:]
+            if tails and key in tails:
+                src = src.index_select(0, to_device(ends, src.device))
             if src.device != dst.device:  # e.g. the collection workers' CPU batches into a GPU ring: without a wait
                 src = to_device(src, dst.device)
-            if head == m:
-                dst[slot : slot + m].copy_(src)
-            else:  # the ring wraps
-                dst[slot:].copy_(src[:head])
-                dst[: m - head].copy_(src[head:])
-        self._track(data.get(self.traj_key).reshape(n)[skip:].cpu())
+            if tails and key in tails:
+                scatter(dst, tail_slots, src)
+            else:
+                self._write(dst, src, slot, m, head)
+        self._track(keys)
         return received
+
+    @staticmethod
+    def _write(dst: torch.Tensor, src: torch.Tensor, slot: int, m: int, head: int) -> None:
+        """``m`` rows of ``src`` into the ring ``dst`` from ``slot`` (``head`` of them fit before its end)."""
+        if head == m:
+            dst[slot : slot + m].copy_(src)
+        else:  # the ring wraps
+            dst[slot:].copy_(src[:head])
+            dst[: m - head].copy_(src[head:])
+
+    def _check_obs_once(self, data: TensorDictBase, n: int, skip: int, ends: torch.Tensor) -> None:
+        """``obs_once``'s premise on a write: inside each trajectory, ``next`` equals the following observation."""
+        inner = torch.ones(n - skip, dtype=torch.bool)
+        inner[ends] = False  # i and i + 1 in one trajectory
+        for key in self._per_obs:
+            obs, nxt = (data.get(k).reshape(n, *data.get(k).shape[data.batch_dims :])[skip:] for k in (key, ("next", key)))
+            where = inner.nonzero().squeeze(1).to(obs.device)
+            if not torch.equal(nxt[where], obs[where + 1]):
+                raise ValueError(
+                    f"obs_once stores each observation once, but in this data a transition's next {key!r} differs "
+                    "from the following transition's inside one trajectory; use obs_once=False for it"
+                )
 
     def _batch_keys(self, data: TensorDictBase) -> list[Key]:
         """The keys :meth:`sample` reads, and the trajectory key; a clear error when ``data`` lacks one."""
@@ -160,14 +221,16 @@ class ReplayBuffer:
         leaf, idx = self._leaves, self.slices()  # idx [H, B]
 
         def seq(key: str) -> torch.Tensor:  # the slice's first observation, then each step's next one
-            return torch.cat([leaf[key][idx[:1]], leaf["next", key][idx]])
+            if self.obs_once:  # each step's observation, then the last step's next one: one gather
+                return gather(self._frames[key], torch.cat([idx, self._next_slots(idx[-1:])]))
+            return torch.cat([gather(leaf[key], idx[:1]), gather(leaf["next", key], idx)])
 
-        batch = {"obs": seq(self._obs_key), "action": leaf["action"][idx]}
+        batch = {"obs": seq(self._obs_key), "action": gather(leaf["action"], idx)}
         for key in self.obs_keys:
             if key != "obs":
                 batch[key] = seq(key)
         for key in self.step_keys:
-            batch[key] = leaf["next", key][idx]
+            batch[key] = gather(leaf["next", key], idx)
         if "terminated" in batch:
             batch["terminated"] = batch["terminated"].float()
         return {k: to_device(v, self.device) for k, v in batch.items()}
@@ -177,7 +240,39 @@ class ReplayBuffer:
         if self._store is None:
             return TensorDict({}, batch_size=[0])
         first = self.written % self.capacity if self.written > self.capacity else 0
-        return self._store[((torch.arange(len(self)) + first) % self.capacity).to(self.storage_device)]
+        slots = ((torch.arange(len(self)) + first) % self.capacity).to(self.storage_device)
+        out = self._store[slots]
+        if self.obs_once:
+            for key in self._per_obs:
+                out.set(("next", key), gather(self._frames[key], self._next_slots(slots)))
+        return out
+
+    def _next_slots(self, slots: torch.Tensor) -> torch.Tensor:
+        """``obs_once``: where the next observation of the transitions in ``slots`` (any shape) is, in a per-obs
+        key's ``[2 * capacity]`` frames: a tail's own, else the following slot's observation (in the same
+        trajectory: a trajectory's last stored transition is always a tail)."""
+        return torch.where(self._tail[slots], slots + self.capacity, (slots + 1) % self.capacity)
+
+
+def gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``t[idx]`` for an integer ``idx`` of any shape (rows of ``t``), by ``index_select``: the same values, and
+    on the CPU ~7x faster for frames (advanced indexing goes element by element; a batch of 512 frames:
+    4.8 -> 0.65 ms here)."""
+    return t.index_select(0, idx.reshape(-1)).reshape(*idx.shape, *t.shape[1:])
+
+
+def scatter(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """``dst[idx] = src`` for rows ``idx [k]`` of a contiguous ``dst`` (``src [k, ...]``). ``index_copy_`` goes
+    element by element on the CPU, so rows whose bytes allow it are copied as 8-, 4- or 2-byte words (350
+    frames: 2.4 -> 0.5 ms here); the bytes written are the same."""
+    row = dst[0].numel() * dst.element_size() if len(dst) else 0
+    offset = dst.storage_offset() * dst.element_size()
+    for word in (torch.int64, torch.int32, torch.int16):
+        size = word.itemsize
+        if dst.element_size() < size and row % size == 0 and offset % size == 0 and dst.is_contiguous():
+            dst, src = (t.reshape(len(t), -1).view(torch.uint8).view(word) for t in (dst, src.contiguous()))
+            break
+    return dst.index_copy_(0, idx, src)
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -69,7 +69,7 @@ class Trainer(RunSkeleton):
             self.collection = LocalCollection(make_collector(self.env, policy, d.frames_per_collect))
         self.buffer = ReplayBuffer(
             d.buffer_size, self.horizon, s.batch_size, TRAJ_KEY, obs_keys=self.data_keys,
-            device=self.device, storage_device=d.device,
+            device=self.device, storage_device=d.device, obs_once=True,
         )  # fmt: skip
         self.frames = 0
         self._sets = None  # (monitoring, held-out) sets, rendered at the first analysis
