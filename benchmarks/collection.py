@@ -12,7 +12,11 @@ into a replay buffer, as the job does every ``collect_every=10`` updates. Figure
 - the store: ``both`` keeps every transition's next frame (the job before ``obs_once``), ``once`` each frame
   once (the job's buffer); "tails" is the share of transitions that keep a next frame of their own.
 
-    python benchmarks/collection.py [--workers 0 1 2] [--store both once] [--collects 20] [--gap 40]   (0: direct, in this process)
+The ring is on ``--storage-device`` (``cuda``: the job's ``data.device=cuda``, the copies queued through pinned
+memory; "alone" then waits for them at the end).
+
+    python benchmarks/collection.py [--workers 0 1 2] [--store both once] [--collects 20] [--gap 40] [--storage-device cpu]
+    (workers 0: the direct collector, in this process)
 """
 
 from __future__ import annotations
@@ -44,11 +48,14 @@ def collection(workers: int, num_envs: int, frames: int, seed: int = 0, direct: 
 
 def measure(
     workers: int, collects: int, gap_ms: float, num_envs: int = 64, frames: int = 1024, direct: bool = True,
-    obs_once: bool = True,
+    obs_once: bool = True, storage_device: str = "cpu",
 ) -> dict[str, float]:
     """ms per collect alone, and the stall per collect with ``gap_ms`` of waiting between collects."""
     source = collection(workers, num_envs, frames, direct=direct)
-    buffer = ReplayBuffer(100_000, 1, 256, TRAJ_KEY, obs_keys=("obs_reward", "count"), obs_once=obs_once)
+    buffer = ReplayBuffer(
+        100_000, 1, 256, TRAJ_KEY, obs_keys=("obs_reward", "count"), obs_once=obs_once, storage_device=storage_device
+    )  # fmt: skip
+    done = torch.cuda.synchronize if torch.device(storage_device).type == "cuda" else lambda: None
 
     def store() -> int:
         return sum(buffer.extend(part) for part in next(source))
@@ -58,6 +65,7 @@ def measure(
             store()
         start = time.perf_counter()
         got = sum(store() for _ in range(collects))
+        done()
         alone = (time.perf_counter() - start) / collects
         stall = 0.0
         for _ in range(collects):
@@ -65,6 +73,7 @@ def measure(
             start = time.perf_counter()
             store()
             stall += time.perf_counter() - start
+        done()
     finally:
         source.shutdown()
     tails = buffer._tail.sum().item() / len(buffer) if obs_once else 1.0  # (the ring has not wrapped)
@@ -76,11 +85,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--store", nargs="+", choices=["both", "once"], default=["both", "once"])
     parser.add_argument("--collects", type=int, default=20)
+    parser.add_argument("--storage-device", default="cpu", help="where the replay ring is (cuda: as data.device=cuda)")
     parser.add_argument("--gap", type=float, default=40.0, help="ms between collects (the updates)")
     parser.add_argument("--collect-every", type=int, default=10, help="updates per collect, for the updates/s column")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}; 64 envs, 1,024 transitions per collect; {args.gap:g} ms between collects")
+    print(
+        f"torch {torch.__version__}; 64 envs, 1,024 transitions per collect; {args.gap:g} ms between collects; "
+        f"ring on {args.storage_device}"
+    )  # fmt: skip
     print(
         f"{'collection':>14} {'store':>5} {'tails':>6} {'ms/collect alone':>17} {'frames/s':>9} {'cap updates/s':>14} "
         f"{'stall ms at gap':>16} {'updates/s at gap':>17}"
@@ -88,7 +101,9 @@ def main() -> None:
     base = None
     for w in [None, *args.workers]:  # None: the baseline, torchrl's Collector in this process (first store)
         for store in args.store:
-            r = measure(w or 0, args.collects, args.gap, direct=w is not None, obs_once=store == "once")
+            r = measure(
+                w or 0, args.collects, args.gap, direct=w is not None, obs_once=store == "once", storage_device=args.storage_device
+            )  # fmt: skip
             cap, at_gap = args.collect_every / (r["alone_ms"] / 1e3), args.collect_every / ((args.gap + r["stall_ms"]) / 1e3)
             base = base or at_gap
             name = "torchrl" if w is None else "direct" if w == 0 else f"{w} worker(s)"

@@ -55,9 +55,10 @@ ONLINE="agent=tdmpc2 task=dmc/walker-walk device=$DEVICE data.device=$DEVICE per
 step online 150 $PY train.py $ONLINE hydra.run.dir=$RUNS/online
 rate "$RUNS/online/metrics.csv" perf/env_steps_per_s
 
-# the representation job's collection beside 10 ms of waiting per collect (1 ms per update): in this process vs workers
+# the representation job's collection beside 10 ms of waiting per collect (1 ms per update): in this process vs workers,
+# into a ring on the device storing both frames vs each frame once (obs_once, the job's)
 WORKERS=${WORKERS:-8}  # the GPU machine's 16 cores; DEVICE=cpu runs here: WORKERS=1
-step collection 20 $PY benchmarks/collection.py --workers 0 "$WORKERS" --gap 10 --collects 10
+step collection 25 $PY benchmarks/collection.py --workers 0 "$WORKERS" --gap 10 --collects 10 --storage-device "$DEVICE"
 
 # the representation job (default config, counting), everything on the device, CUDA graphs: target >= 1,000 updates/s
 # (Adam's fused kernel: ~20 fewer launches per update than the multi-tensor form, benchmarks/host_overhead.py; the
@@ -69,7 +70,7 @@ step representation 120 $PY train.py $REPR hydra.run.dir=$RUNS/representation
 rate "$RUNS/representation/metrics.csv" perf/updates_per_s
 
 # plan and update at TD-MPC2's 1M size, each switch against eager fp32 in the same run, with peak memory
-step planning 75 $PY benchmarks/planning_latency.py --device "$DEVICE" --presets 1m --switches eager cudagraphs+bf16 --iters 20 --rounds 2
+step planning 70 $PY benchmarks/planning_latency.py --device "$DEVICE" --presets 1m --switches eager cudagraphs+bf16 --iters 20 --rounds 2
 
 # the other CUDA tests (skipped on a CPU): training, resume, device-resident data, planning on the device, the
 # compiled agents (TD-MPC2's with and without CUDA graphs, the representation agent's under them) against eager

@@ -5,8 +5,9 @@ loop's own env steps/s with a free agent, each against torchrl's ``SliceSampler`
     python benchmarks/replay_buffer.py [--sizes 10000 100000 1000000] [--iters 50] [--rounds 3] [--loop-steps 1500]
 
 Online shapes: walker-walk (obs 24, action 6), episodes of 1,000 steps, batch 256, horizon 3, one transition
-stored per sample into a full ring (the steady state of a long run). Representation shapes: 3x64x64 frames stored 1,024 at a time (64 envs x 16 steps),
-batch 256, horizon 1. The loop row runs ``OnlineTrainer`` on dmc/walker-walk with ``act`` and ``update``
+stored per sample into a full ring (the steady state of a long run). Representation shapes: 3x64x64 frames stored
+1,024 at a time (64 envs x 16 steps, episodes of 4), batch 256, horizon 1; its rows add the job's buffer, which
+stores each frame once (``obs_once``), and a store row. The loop row runs ``OnlineTrainer`` on dmc/walker-walk with ``act`` and ``update``
 replaced by free stand-ins: what is left is the env, the buffer and the loop itself.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -62,6 +64,7 @@ class TorchRLBuffer:
 
 
 BUFFERS = {"torchrl SliceSampler (before)": TorchRLBuffer, "ReplayBuffer": ReplayBuffer}
+FRAME_BUFFERS = BUFFERS | {"ReplayBuffer(obs_once)": partial(ReplayBuffer, obs_once=True)}  # the representation job's
 
 
 def state_steps(start: int, n: int) -> TensorDict:
@@ -70,11 +73,19 @@ def state_steps(start: int, n: int) -> TensorDict:
     return TensorDict({"observation": torch.randn(n, 24), "action": torch.rand(n, 6), "episode": ep, "next": nxt}, [n])
 
 
-def frames(start: int, envs: int = 64, t: int = 16) -> TensorDict:
-    ids = start // (envs * t) * envs + torch.arange(envs)[:, None].expand(envs, t)  # one trajectory per env and batch
-    px = torch.randint(0, 255, (envs, t, 3, 64, 64), dtype=torch.uint8)
-    return TensorDict({"pixels": px, "action": torch.rand(envs, t, 1), "count": torch.randint(0, 9, (envs, t)),
-                       "collector": {"traj_ids": ids}, "next": {"pixels": px, "count": torch.randint(0, 9, (envs, t))}}, [envs, t])  # fmt: skip
+def frames(start: int, envs: int = 64, t: int = 16, episode: int = 4) -> TensorDict:
+    """One collect, env-major: episodes of ``episode`` steps (the counting env's longest) with their
+    ``episode + 1`` frames and counts each: a next one is the following step's, but at an episode's end."""
+    e = t // episode
+    ids = (start // (envs * t) * envs + torch.arange(envs)[:, None]) * e + torch.arange(t)[None] // episode
+    px = torch.randint(0, 255, (envs, e, episode + 1, 3, 64, 64), dtype=torch.uint8)
+    count = torch.randint(0, 9, (envs, e, episode + 1))
+
+    def steps(x: torch.Tensor, first: int) -> torch.Tensor:  # [envs, e, episode, ...] -> [envs, t, ...]
+        return x[:, :, first : first + episode].reshape(envs, t, *x.shape[3:])
+
+    return TensorDict({"pixels": steps(px, 0), "action": torch.rand(envs, t, 1), "count": steps(count, 0),
+                       "collector": {"traj_ids": ids}, "next": {"pixels": steps(px, 1), "count": steps(count, 1)}}, [envs, t])  # fmt: skip
 
 
 def online_buffer(cls, size: int) -> tuple[object, list[TensorDict]]:
@@ -109,6 +120,17 @@ def representation_ms(buf, iters: int) -> float:
     for _ in range(iters):
         buf.sample()
     return (time.perf_counter() - start) / iters * 1e3
+
+
+def store_ms(cls, collects: int = 20) -> float:
+    """ms per representation collect stored (1,024 transitions) into a ring that has wrapped once."""
+    buf, data = cls(10_240, 1, 256, ("collector", "traj_ids"), obs_keys=("count",)), [frames(i * 1024) for i in range(collects)]
+    for part in data:
+        buf.extend(part)
+    start = time.perf_counter()
+    for part in data:
+        buf.extend(part)
+    return (time.perf_counter() - start) / collects * 1e3
 
 
 def alternate(timers: dict[str, object], rounds: int) -> dict[str, float]:
@@ -155,11 +177,15 @@ def main() -> None:
         got = alternate({k: (lambda b=b: online_ms(*b, args.iters)) for k, b in built.items()}, args.rounds)
         print(f"{'online':>14} {size:>9,} {got[base]:>32.3f} {got[new]:>16.3f} {got[base] / got[new]:>9.1f}", flush=True)
         del built
-    for size in [s for s in args.sizes if s <= 100_000]:  # frames: 12 KiB each, twice per transition
-        built = {k: representation_buffer(cls, size) for k, cls in BUFFERS.items()}
+    once = list(FRAME_BUFFERS)[-1]
+    print(f"{'representation':>14} {'stored':>9} {base + ' ms':>32} {new + ' ms':>16} {once + ' ms':>26}")
+    for size in [s for s in args.sizes if s <= 100_000]:  # frames: 12 KiB each, twice per transition (but obs_once)
+        built = {k: representation_buffer(cls, size) for k, cls in FRAME_BUFFERS.items()}
         got = alternate({k: (lambda b=b: representation_ms(b, args.iters)) for k, b in built.items()}, args.rounds)
-        print(f"{'representation':>14} {size:>9,} {got[base]:>32.3f} {got[new]:>16.3f} {got[base] / got[new]:>9.1f}", flush=True)
+        print(f"{'sample':>14} {size:>9,} {got[base]:>32.3f} {got[new]:>16.3f} {got[once]:>26.3f}", flush=True)
         del built
+    got = alternate({k: (lambda cls=cls: store_ms(cls)) for k, cls in FRAME_BUFFERS.items()}, args.rounds)
+    print(f"{'store 1,024':>14} {10_240:>9,} {got[base]:>32.3f} {got[new]:>16.3f} {got[once]:>26.3f}", flush=True)
     if args.loop_steps:
         got = alternate({k: (lambda cls=cls: 1 / loop_steps_per_s(cls, args.loop_steps)) for k, cls in BUFFERS.items()}, args.rounds)
         a, b = 1 / got[base], 1 / got[new]

@@ -90,23 +90,7 @@ class ReplayBuffer:
         n = received = data.numel()
         if n == 0:
             return 0
-        if self._store is None:  # uninitialised memory, as torch.empty: the pages fill as the ring does
-            self._obs_key = "pixels" if "pixels" in data.keys() else "observation"
-            self._per_obs = [self._obs_key, *(k for k in self.obs_keys if k != "obs")]
-            first = data.reshape(-1)[:1].select(*self._batch_keys(data)).to(self.storage_device)
-            frames = {}
-            if self.obs_once:  # a key's ring [capacity] and its tails' [capacity] in one tensor: one gather per batch
-                frames = {k: first.get(k).new_empty((2 * self.capacity, *first.get(k).shape[1:])) for k in self._per_obs}
-                first = first.exclude(*self._per_obs, *(("next", k) for k in self._per_obs))
-                self._tail = torch.zeros(self.capacity, dtype=torch.bool, device=self.storage_device)
-            store = first.apply(lambda t: t.new_empty((self.capacity, *t.shape[1:])), batch_size=[self.capacity])
-            for key, both in frames.items():
-                store.set(key, both[: self.capacity])
-                store.set(("next", key), both[self.capacity :])
-            leaves = {k: store.get(k) for k in store.keys(include_nested=True, leaves_only=True)}
-            self._frames = frames
-        else:
-            store, leaves = self._store, self._leaves
+        store, leaves = (self._store, self._leaves) if self._store is not None else self._allocate(data)
         sources = [(key, dst, data.get(key, None)) for key, dst in leaves.items()]  # all found before any write
         missing = [key for key, _, src in sources if src is None]
         if missing:
@@ -120,7 +104,7 @@ class ReplayBuffer:
             tails = {("next", k) for k in self._per_obs}
             if self._store is None:
                 self._check_obs_once(data, n, skip, ends)
-        self._store, self._leaves = store, leaves
+        self._store, self._leaves = store, leaves  # (the first write's check passed)
         if skip:
             self.written += skip
             self._seg_start, self._seg_len, self._last_key = self._seg_start[:0], self._seg_len[:0], None
@@ -132,20 +116,40 @@ class ReplayBuffer:
             self._tail[: m - head] = False  # (the ring wraps)
             self._tail.index_fill_(0, tail_slots, True)
         for key, dst, src in sources:  # leaf by leaf, no op more than needed: each costs a few us (~0.1 ms a step)
-            if lead > 1 or (tails and key in tails):
+            tail = tails is not None and key in tails
+            if lead > 1 or tail:
                 src = src.reshape(n, *src.shape[lead:])
             if skip:
                 src = src[skip:]
-            if tails and key in tails:
+            if tail:
                 src = src.index_select(0, to_device(ends, src.device))
             if src.device != dst.device:  # e.g. the collection workers' CPU batches into a GPU ring: without a wait
                 src = to_device(src, dst.device)
-            if tails and key in tails:
+            if tail:
                 scatter(dst, tail_slots, src)
             else:
                 self._write(dst, src, slot, m, head)
         self._track(keys)
         return received
+
+    def _allocate(self, data: TensorDictBase) -> tuple[TensorDict, dict[Key, torch.Tensor]]:
+        """The ring ``[capacity]`` for the keys batches read, as uninitialised memory (as ``torch.empty``: the
+        pages fill as the ring does), and its tensors by key. ``obs_once``: each per-obs key's ring and its
+        tails' ring are the two halves of one ``[2 * capacity]`` tensor, so a batch's frames are one gather."""
+        self._obs_key = "pixels" if "pixels" in data.keys() else "observation"
+        self._per_obs = [self._obs_key, *(k for k in self.obs_keys if k != "obs")]
+        first = data.reshape(-1)[:1].select(*self._batch_keys(data)).to(self.storage_device)
+        frames = {}
+        if self.obs_once:
+            frames = {k: first.get(k).new_empty((2 * self.capacity, *first.get(k).shape[1:])) for k in self._per_obs}
+            first = first.exclude(*self._per_obs, *(("next", k) for k in self._per_obs))
+            self._tail = torch.zeros(self.capacity, dtype=torch.bool, device=self.storage_device)
+        store = first.apply(lambda t: t.new_empty((self.capacity, *t.shape[1:])), batch_size=[self.capacity])
+        for key, both in frames.items():
+            store.set(key, both[: self.capacity])
+            store.set(("next", key), both[self.capacity :])
+        self._frames = frames
+        return store, {k: store.get(k) for k in store.keys(include_nested=True, leaves_only=True)}
 
     @staticmethod
     def _write(dst: torch.Tensor, src: torch.Tensor, slot: int, m: int, head: int) -> None:
