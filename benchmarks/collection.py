@@ -76,7 +76,7 @@ def measure(
         done()
     finally:
         source.shutdown()
-    tails = buffer._tail.sum().item() / len(buffer) if obs_once else 1.0  # (the ring has not wrapped)
+    tails = buffer.tails / len(buffer)
     return {"alone_ms": alone * 1e3, "frames_per_s": got / (alone * collects), "stall_ms": stall / collects * 1e3, "tails": tails}
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from agent.data.buffer import ReplayBuffer
+from agent.data.buffer import ReplayBuffer, scatter
 
 
 def steps(start: int, n: int, episode: int) -> TensorDict:
@@ -144,7 +144,7 @@ def test_obs_once_stores_each_frame_once_and_gives_the_same_batches(mode):
             got = once.sample()
             assert want.keys() == got.keys() and all(torch.equal(want[key], got[key]) for key in want)
     assert start == 150
-    tails = once._tail.sum().item()
+    tails = once.tails
     assert tails == len(once) if mode == "one-at-a-time" else tails < len(once)  # online-style writes: all tails
     stored = once.stored()
     ends = stored["next", "count"] >= 1000
@@ -160,3 +160,36 @@ def test_obs_once_refuses_data_whose_next_observation_is_not_the_following_one()
     assert len(buf) == 0 and buf._store is None  # nothing stored
     buf.extend(episodes_stream(20))
     assert len(buf) == 20 and (buf.stored() == episodes_stream(20).select(*buf.stored().keys(True, True))).all()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape"),
+    [(torch.uint8, (3, 8, 8)), (torch.uint8, (12,)), (torch.uint8, (6,)), (torch.uint8, (3,)), (torch.bool, (8,)),
+     (torch.float32, (3,)), (torch.int64, ()), (torch.float16, (2, 3))],
+    ids=["frames-int64-words", "int32-words", "int16-words", "bytes", "bool", "float32-rows", "int64-column", "float16"],
+)  # fmt: skip
+def test_scatter_writes_what_index_copy_writes(dtype, shape):
+    """The obs_once tails' scatter, row by row as machine words where the rows allow: the same bytes as
+    ``index_copy_``, from a non-contiguous source of another dtype too (cast as ``copy_`` would)."""
+    g, top = torch.Generator().manual_seed(0), 2 if dtype is torch.bool else 100
+    base = torch.randint(0, top, (40, *shape), generator=g).to(dtype)
+    src = torch.randint(0, top, (*shape, 6), generator=g).float().movedim(-1, 0)  # float, non-contiguous
+    idx = torch.randperm(30, generator=g)[:6]
+    got, want = base.clone(), base.clone()
+    scatter(got[10:], idx, src)  # into a view that starts inside its storage
+    want[10:].index_copy_(0, idx, src.to(dtype))
+    assert torch.equal(got, want) and not torch.equal(got, base)  # (nothing outside the rows written changed)
+    with pytest.raises(ValueError, match="scatter writes 6 rows"):
+        scatter(got, idx, src[:, None])
+
+
+def test_a_later_write_of_other_shapes_is_refused_before_anything_is_written():
+    for once in (False, True):
+        buf = ReplayBuffer(40, 1, 4, "episode", obs_keys=("count",), obs_once=once)
+        buf.extend(episodes_stream(20))
+        before, tails = buf.stored(), buf.tails
+        bad = episodes_stream(10)
+        bad["next", "observation"] = torch.zeros(10, 4)
+        with pytest.raises(ValueError, match=r"\('next', 'observation'\) \(4,\) \(stored \(3,\)\)"):
+            buf.extend(bad)
+        assert buf.written == 20 and buf.tails == tails and (buf.stored() == before).all()

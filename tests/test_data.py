@@ -90,7 +90,7 @@ def test_the_jobs_frames_once_buffer_gives_what_storing_both_gives(direct, envs,
             assert want.keys() == got.keys() and all(torch.equal(want[key], got[key]) for key in want)
     collector.shutdown()
     assert once.written == collects * frames > once.capacity and (plain.stored() == once.stored()).all()
-    assert (once._tail.sum() < len(once)) == (frames > 1)
+    assert (once.tails < len(once)) == (frames > 1)
 
 
 def test_policy_hold_carries_across_resets():

@@ -4,7 +4,8 @@ The representation job stores its collector's batches env-major (``traj_key`` = 
 trajectory ids); the online job stores each env step (``traj_key`` = ``episode``). Both sample
 ``batch_size`` sub-trajectories of ``horizon`` steps and train on them as time-major tensors.
 The representation job stores each frame once (``obs_once``): a transition's next observation is the next
-transition's observation, so only the last transition of each trajectory in a write keeps its own.
+transition's observation, so only the last transition of each trajectory in a write keeps its own (a copy of
+0.67x the frames per write).
 The buffer is not checkpointed: both jobs rebuild it on resume by replaying their data (exact).
 :func:`load_buffer` still reads the ``buffer.pt`` files that older online runs wrote.
 """
@@ -46,12 +47,12 @@ class ReplayBuffer:
         device: where batches go.
         storage_device: where the transitions are stored (a GPU: sampling never leaves it).
         obs_once: store each per-observation key once. Inside a trajectory a transition's next observation
-            is the following transition's observation (a collector's data: tested against every collector),
-            so a write keeps ``next`` only for each trajectory's last transition in it (a "tail": a row's
-            end or an episode's). That cuts the frames copied per write and the ring's resident memory on
-            the CPU (the tails' ring is as long, but only its tail slots are ever touched) by as much as
-            half, and gives the same batches bit for bit. The first write is checked for it (a clear error,
-            before anything is stored).
+            is the following transition's observation (a collector's data, across its batches too: tested
+            against every collector), so a write keeps ``next`` only for each trajectory's last transition in
+            it (a "tail": a row's end or an episode's). That cuts the frames copied per write (the job's: 0.67x)
+            and gives the same batches bit for bit. The tails' ring is as long as the ring (its slots are
+            the tails' own), so the memory is the same once the ring has gone round. The first write is
+            checked for the premise (a clear error, before anything is allocated or stored).
     """
 
     def __init__(
@@ -80,6 +81,11 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return min(self.written, self.capacity)
 
+    @property
+    def tails(self) -> int:
+        """``obs_once``: how many stored transitions keep a next observation of their own (else all do)."""
+        return int(self._tail.sum()) if self._tail is not None else len(self)
+
     def extend(self, data: TensorDictBase) -> int:
         """Store transitions: flat ``[N]``, or a collector batch ``[num_envs, T]`` stored env-major so
         each env's steps stay contiguous (an unbatched tensordict is one transition). Returns the number
@@ -90,33 +96,37 @@ class ReplayBuffer:
         n = received = data.numel()
         if n == 0:
             return 0
-        store, leaves = (self._store, self._leaves) if self._store is not None else self._allocate(data)
-        sources = [(key, dst, data.get(key, None)) for key, dst in leaves.items()]  # all found before any write
-        missing = [key for key, _, src in sources if src is None]
-        if missing:
-            raise KeyError(f"the replay buffer stores {missing}, which the data to store lacks")
+        if self._store is None:
+            self._obs_key = "pixels" if "pixels" in data.keys() else "observation"
+            self._per_obs = [self._obs_key, *(k for k in self.obs_keys if k != "obs")]
+            self._batch_keys(data)  # a clear error for a key it lacks
+        else:
+            sources = self._sources(data)
         skip = max(0, n - self.capacity)  # only the newest fit: the rest would be overwritten at once
         keys = data.get(self.traj_key).reshape(n)[skip:].cpu()
         lead = data.batch_dims  # 0 (one unbatched transition: copied by broadcasting) or 1 need no reshape
-        ends = tails = None
+        ends = tail_keys = None
         if self.obs_once:  # the last transition of each trajectory in this write keeps its next observation
             ends = torch.cat([(keys[1:] != keys[:-1]).nonzero().squeeze(1), torch.tensor([len(keys) - 1])])
-            tails = {("next", k) for k in self._per_obs}
+            tail_keys = {("next", k) for k in self._per_obs}
             if self._store is None:
                 self._check_obs_once(data, n, skip, ends)
-        self._store, self._leaves = store, leaves  # (the first write's check passed)
+        if self._store is None:  # every check passed: nothing was allocated or written before
+            self._store, self._leaves = self._allocate(data)
+            sources = self._sources(data)
         if skip:
             self.written += skip
             self._seg_start, self._seg_len, self._last_key = self._seg_start[:0], self._seg_len[:0], None
         slot, m = self.written % self.capacity, n - skip
         head = min(m, self.capacity - slot)
+        tail_slots = None
         if ends is not None:
             tail_slots = to_device((ends + slot) % self.capacity, self.storage_device)
             self._tail[slot : slot + head] = False
             self._tail[: m - head] = False  # (the ring wraps)
             self._tail.index_fill_(0, tail_slots, True)
         for key, dst, src in sources:  # leaf by leaf, no op more than needed: each costs a few us (~0.1 ms a step)
-            tail = tails is not None and key in tails
+            tail = tail_keys is not None and key in tail_keys
             if lead > 1 or tail:
                 src = src.reshape(n, *src.shape[lead:])
             if skip:
@@ -125,7 +135,7 @@ class ReplayBuffer:
                 src = src.index_select(0, to_device(ends, src.device))
             if src.device != dst.device:  # e.g. the collection workers' CPU batches into a GPU ring: without a wait
                 src = to_device(src, dst.device)
-            if tail:
+            if tail_slots is not None and tail:
                 scatter(dst, tail_slots, src)
             else:
                 self._write(dst, src, slot, m, head)
@@ -136,8 +146,6 @@ class ReplayBuffer:
         """The ring ``[capacity]`` for the keys batches read, as uninitialised memory (as ``torch.empty``: the
         pages fill as the ring does), and its tensors by key. ``obs_once``: each per-obs key's ring and its
         tails' ring are the two halves of one ``[2 * capacity]`` tensor, so a batch's frames are one gather."""
-        self._obs_key = "pixels" if "pixels" in data.keys() else "observation"
-        self._per_obs = [self._obs_key, *(k for k in self.obs_keys if k != "obs")]
         first = data.reshape(-1)[:1].select(*self._batch_keys(data)).to(self.storage_device)
         frames = {}
         if self.obs_once:
@@ -151,6 +159,18 @@ class ReplayBuffer:
         self._frames = frames
         return store, {k: store.get(k) for k in store.keys(include_nested=True, leaves_only=True)}
 
+    def _sources(self, data: TensorDictBase) -> list[tuple[Key, torch.Tensor, torch.Tensor]]:
+        """``(key, ring, data's tensor)`` per stored key: each found, and shaped as the ring's rows, before any write."""
+        sources = [(key, dst, data.get(key, None)) for key, dst in self._leaves.items()]
+        missing = [key for key, _, src in sources if src is None]
+        if missing:
+            raise KeyError(f"the replay buffer stores {missing}, which the data to store lacks")
+        lead = data.batch_dims
+        wrong = [f"{key} {tuple(src.shape[lead:])} (stored {tuple(dst.shape[1:])})" for key, dst, src in sources if src.shape[lead:] != dst.shape[1:]]
+        if wrong:
+            raise ValueError(f"the data to store has other shapes than the replay buffer's rows: {', '.join(wrong)}")
+        return sources
+
     @staticmethod
     def _write(dst: torch.Tensor, src: torch.Tensor, slot: int, m: int, head: int) -> None:
         """``m`` rows of ``src`` into the ring ``dst`` from ``slot`` (``head`` of them fit before its end)."""
@@ -161,7 +181,8 @@ class ReplayBuffer:
             dst[: m - head].copy_(src[head:])
 
     def _check_obs_once(self, data: TensorDictBase, n: int, skip: int, ends: torch.Tensor) -> None:
-        """``obs_once``'s premise on a write: inside each trajectory, ``next`` equals the following observation."""
+        """``obs_once``'s premise on a write of ``n`` transitions (the first ``skip`` not stored; ``ends [k]``: the
+        kept ones' trajectory ends): inside each trajectory, ``next`` equals the following observation."""
         inner = torch.ones(n - skip, dtype=torch.bool)
         inner[ends] = False  # i and i + 1 in one trajectory
         for key in self._per_obs:
@@ -265,18 +286,20 @@ def gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return t.index_select(0, idx.reshape(-1)).reshape(*idx.shape, *t.shape[1:])
 
 
-def scatter(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-    """``dst[idx] = src`` for rows ``idx [k]`` of a contiguous ``dst`` (``src [k, ...]``). ``index_copy_`` goes
-    element by element on the CPU, so rows whose bytes allow it are copied as 8-, 4- or 2-byte words (350
-    frames: 2.4 -> 0.5 ms here); the bytes written are the same."""
-    row = dst[0].numel() * dst.element_size() if len(dst) else 0
-    offset = dst.storage_offset() * dst.element_size()
+def scatter(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> None:
+    """``dst[idx] = src`` for rows ``idx [k]`` of ``dst [N, ...]`` (``src [k, ...]``, cast to ``dst``'s dtype as
+    ``copy_`` would). ``index_copy_`` goes element by element on the CPU, so rows whose bytes allow it are copied
+    as 8-, 4- or 2-byte words (350 frames: 2.4 -> 0.5 ms here); the bytes written are the same."""
+    if src.shape[1:] != dst.shape[1:] or len(src) != len(idx):
+        raise ValueError(f"scatter writes {len(idx)} rows {tuple(dst.shape[1:])}, got {tuple(src.shape)}")
+    src = src.to(dst.dtype).contiguous()
+    row, size = dst[0].numel() * dst.element_size() if len(dst) else 0, dst.element_size()
     for word in (torch.int64, torch.int32, torch.int16):
-        size = word.itemsize
-        if dst.element_size() < size and row % size == 0 and offset % size == 0 and dst.is_contiguous():
-            dst, src = (t.reshape(len(t), -1).view(torch.uint8).view(word) for t in (dst, src.contiguous()))
-            break
-    return dst.index_copy_(0, idx, src)
+        w = word.itemsize
+        if size < w and row % w == 0 and dst.data_ptr() % w == 0 and dst.is_contiguous():
+            dst.view(len(dst), -1).view(torch.uint8).view(word).index_copy_(0, idx, src.view(len(src), -1).view(torch.uint8).view(word))
+            return
+    dst.index_copy_(0, idx, src)
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

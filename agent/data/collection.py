@@ -123,6 +123,8 @@ class DirectCollector:
              "truncated": flag.clone(), "next": nxt, TRAJ_KEY: torch.empty((n, t), dtype=torch.long)},
             batch_size=[n, t],
         )  # fmt: skip
+        self._now = {k: self.batch.get(k) for k in (*seq, "action", TRAJ_KEY)}  # the batch's leaves, looked up once
+        self._next = {k: self.batch.get(("next", k)) for k in nxt}  # (a TensorDict lookup costs a few us: ~15 per step)
         env.reset()  # as the Collector does when built: reset, and one policy call whose action it drops
         self.policy.act(env.observe()["step_count"])
         self._ids = torch.arange(n)  # each env's current trajectory id
@@ -143,28 +145,27 @@ class DirectCollector:
         return self
 
     def __next__(self) -> TensorDict:
-        env, out = self.env, self.batch
-        nxt = out.get("next")
+        env, now, nxt = self.env, self._now, self._next
         for t in range(self.steps):
             for key, value in env.observe().items():
-                out.get(key)[:, t] = value
-            action = self.policy.act(out.get("step_count")[:, t])
-            out.get("action")[:, t] = action
-            out.get(TRAJ_KEY)[:, t] = self._ids
+                now[key][:, t] = value
+            action = self.policy.act(now["step_count"][:, t])
+            now["action"][:, t] = action
+            now[TRAJ_KEY][:, t] = self._ids
             terminated, truncated = env.advance(action)
             for key, value in env.observe().items():
-                nxt.get(key)[:, t] = value
-            nxt.get("reward")[:, t] = nxt.get("obs_reward")[:, t]
-            nxt.get("terminated")[:, t, 0] = torch.from_numpy(terminated)
-            nxt.get("truncated")[:, t, 0] = torch.from_numpy(truncated)
+                nxt[key][:, t] = value
+            nxt["reward"][:, t] = nxt["obs_reward"][:, t]
+            nxt["terminated"][:, t, 0] = torch.from_numpy(terminated)
+            nxt["truncated"][:, t, 0] = torch.from_numpy(truncated)
             done = terminated | truncated
-            nxt.get("done")[:, t, 0] = torch.from_numpy(done)
+            nxt["done"][:, t, 0] = torch.from_numpy(done)
             ended = np.flatnonzero(done)
             if len(ended):  # the next step starts a new episode there
                 env.reset_envs(ended)
                 self._ids[torch.from_numpy(ended)] = torch.arange(self._next_id, self._next_id + len(ended))
                 self._next_id += len(ended)
-        return out
+        return self.batch
 
     def shutdown(self) -> None:
         """Close the env (as torchrl's ``Collector.shutdown``)."""
