@@ -6,7 +6,9 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from agent.data.buffer import ReplayBuffer, scatter
+from agent.data.buffer import ReplayBuffer
+from agent.data.rows import scatter
+from agent.data.tails import TailStore
 
 
 def steps(start: int, n: int, episode: int) -> TensorDict:
@@ -122,10 +124,12 @@ def episodes_stream(n: int, seed: int = 0) -> TensorDict:
 
 
 @pytest.mark.parametrize("mode", ["flat", "env-major", "one-at-a-time"])
-def test_obs_once_stores_each_frame_once_and_gives_the_same_batches(mode):
+@pytest.mark.parametrize("least", [1024, 1], ids=["tails-fifo-whole-ring", "tails-fifo-growing"])
+def test_obs_once_stores_each_frame_once_and_gives_the_same_batches(mode, least, monkeypatch):
     """Writes that wrap the ring, episodes ending inside and across writes, one larger than the ring: the
     rebuilt next observations and every batch equal the buffer that stores both, and only trajectory ends
-    keep a next observation of their own."""
+    keep a next observation of their own, in a store that grows to the tails alive (moving its rows)."""
+    monkeypatch.setattr(TailStore, "LEAST", least)
     data = episodes_stream(150)
     plain, once = (ReplayBuffer(40, 2, 64, "episode", obs_keys=("count",), step_keys=("reward",), obs_once=o) for o in (False, True))
     sizes = {"flat": [7, 1, 13, 45, 3, 30, 51], "env-major": [8, 12, 44, 36, 50], "one-at-a-time": [1] * 150}[mode]
@@ -148,7 +152,10 @@ def test_obs_once_stores_each_frame_once_and_gives_the_same_batches(mode):
     assert tails == len(once) if mode == "one-at-a-time" else tails < len(once)  # online-style writes: all tails
     stored = once.stored()
     ends = stored["next", "count"] >= 1000
-    assert once._tail[(torch.arange(len(once)) + once.written) % 40][ends].all()  # every episode end is a tail
+    assert (once._tails.at[(torch.arange(len(once)) + once.written) % 40][ends] >= 0).all()  # every episode end is a tail
+    assert int((once._tails.at >= 0).sum()) == tails and once._tails.size <= 40
+    if least == 1 and mode != "one-at-a-time":
+        assert once._tails.size < 40  # sized to the tails alive, not the ring
 
 
 def test_obs_once_refuses_data_whose_next_observation_is_not_the_following_one():
@@ -193,3 +200,26 @@ def test_a_later_write_of_other_shapes_is_refused_before_anything_is_written():
         with pytest.raises(ValueError, match=r"\('next', 'observation'\) \(4,\) \(stored \(3,\)\)"):
             buf.extend(bad)
         assert buf.written == 20 and buf.tails == tails and (buf.stored() == before).all()
+
+
+def test_the_tail_store_keeps_each_live_tail_through_drops_and_growth(monkeypatch):
+    """Tails alive in a 20-slot ring: few per write for two laps (the store's head moves on), then every
+    transition a tail (it grows while its rows wrap), then few again. Each slot of the ring reads its own
+    tail, and no other slot reads one."""
+    monkeypatch.setattr(TailStore, "LEAST", 1)
+    store, written, tail_of = TailStore(20, torch.device("cpu")), 0, {}
+    plan = [(10, [9])] * 4 + [(7, [3, 6])] + [(10, list(range(10)))] * 3 + [(6, [5])] * 5
+    sizes = []
+    for m, ends in plan:
+        owners = written + torch.tensor(ends)
+        store.write(owners, {"x": owners.float()[:, None]}, written % 20, m)
+        for w in range(written, written + m):
+            tail_of[w % 20] = w if w - written in ends else None
+        written += m
+        sizes.append(store.size)
+        slots = torch.arange(20)
+        ring = torch.full((20, 1), -1.0)  # a slot that is no tail reads the ring's next slot: -1
+        got = store.next_rows("x", ring, slots)[:, 0].tolist()
+        assert got == [float(tail_of[s]) if tail_of.get(s) is not None else -1.0 for s in range(20)]
+        assert len(store) == sum(v is not None for v in tail_of.values())
+    assert sizes[3] < sizes[7] <= 20  # it grew after the ring had gone round (its head not at its start)

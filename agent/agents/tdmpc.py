@@ -20,7 +20,7 @@ from agent.agents.update import (
     optimizer_step,
 )
 from agent.auxiliary import AuxTask
-from agent.data.buffer import to_device
+from agent.data.rows import to_device
 from agent.losses.pjepa import check_routing
 from agent.losses.tdmpc import TERMS, policy_loss, world_model_losses
 from agent.models.heads import RunningScale, polyak

@@ -4,8 +4,8 @@ The representation job stores its collector's batches env-major (``traj_key`` = 
 trajectory ids); the online job stores each env step (``traj_key`` = ``episode``). Both sample
 ``batch_size`` sub-trajectories of ``horizon`` steps and train on them as time-major tensors.
 The representation job stores each frame once (``obs_once``): a transition's next observation is the next
-transition's observation, so only the last transition of each trajectory in a write keeps its own (a copy of
-0.67x the frames per write).
+transition's observation, so only the last transition of each trajectory in a write keeps its own
+(``agent.data.tails``).
 The buffer is not checkpointed: both jobs rebuild it on resume by replaying their data (exact).
 :func:`load_buffer` still reads the ``buffer.pt`` files that older online runs wrote.
 """
@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from agent.data.rows import gather, to_device
+from agent.data.tails import TailStore
 from agent.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -49,10 +51,10 @@ class ReplayBuffer:
         obs_once: store each per-observation key once. Inside a trajectory a transition's next observation
             is the following transition's observation (a collector's data, across its batches too: tested
             against every collector), so a write keeps ``next`` only for each trajectory's last transition in
-            it (a "tail": a row's end or an episode's). That cuts the frames copied per write (the job's: 0.67x)
-            and gives the same batches bit for bit. The tails' ring is as long as the ring (its slots are
-            the tails' own), so the memory is the same once the ring has gone round. The first write is
-            checked for the premise (a clear error, before anything is allocated or stored).
+            it (a "tail": a row's end or an episode's), in a store sized to the tails alive
+            (:class:`~agent.data.tails.TailStore`). That cuts the frames copied per write and the memory
+            (the job's: 0.67x and ~0.7x), and gives the same batches bit for bit. The first write is checked
+            for the premise (a clear error, before anything is allocated or stored).
     """
 
     def __init__(
@@ -75,8 +77,7 @@ class ReplayBuffer:
         self._last_key: object = None  # the newest trajectory's key (it may go on at the next write)
         self.obs_once = obs_once
         self._per_obs: list[str] = []  # the per-observation keys (stored as key and ("next", key))
-        self._tail: torch.Tensor | None = None  # obs_once: [capacity] bool, True where ("next", key) is stored
-        self._frames: dict[str, torch.Tensor] = {}  # obs_once: per-obs key, [2 * capacity, ...]: ring, then tails
+        self._tails: TailStore | None = None  # obs_once: the next observations of trajectory ends
 
     def __len__(self) -> int:
         return min(self.written, self.capacity)
@@ -84,7 +85,7 @@ class ReplayBuffer:
     @property
     def tails(self) -> int:
         """``obs_once``: how many stored transitions keep a next observation of their own (else all do)."""
-        return int(self._tail.sum()) if self._tail is not None else len(self)
+        return len(self._tails) if self._tails is not None else len(self)
 
     def extend(self, data: TensorDictBase) -> int:
         """Store transitions: flat ``[N]``, or a collector batch ``[num_envs, T]`` stored env-major so
@@ -105,10 +106,9 @@ class ReplayBuffer:
         skip = max(0, n - self.capacity)  # only the newest fit: the rest would be overwritten at once
         keys = data.get(self.traj_key).reshape(n)[skip:].cpu()
         lead = data.batch_dims  # 0 (one unbatched transition: copied by broadcasting) or 1 need no reshape
-        ends = tail_keys = None
+        ends = None
         if self.obs_once:  # the last transition of each trajectory in this write keeps its next observation
             ends = torch.cat([(keys[1:] != keys[:-1]).nonzero().squeeze(1), torch.tensor([len(keys) - 1])])
-            tail_keys = {("next", k) for k in self._per_obs}
             if self._store is None:
                 self._check_obs_once(data, n, skip, ends)
         if self._store is None:  # every check passed: nothing was allocated or written before
@@ -119,57 +119,53 @@ class ReplayBuffer:
             self._seg_start, self._seg_len, self._last_key = self._seg_start[:0], self._seg_len[:0], None
         slot, m = self.written % self.capacity, n - skip
         head = min(m, self.capacity - slot)
-        tail_slots = None
-        if ends is not None:
-            tail_slots = to_device((ends + slot) % self.capacity, self.storage_device)
-            self._tail[slot : slot + head] = False
-            self._tail[: m - head] = False  # (the ring wraps)
-            self._tail.index_fill_(0, tail_slots, True)
         for key, dst, src in sources:  # leaf by leaf, no op more than needed: each costs a few us (~0.1 ms a step)
-            tail = tail_keys is not None and key in tail_keys
-            if lead > 1 or tail:
+            if lead > 1:
                 src = src.reshape(n, *src.shape[lead:])
             if skip:
                 src = src[skip:]
-            if tail:
-                src = src.index_select(0, to_device(ends, src.device))
             if src.device != dst.device:  # e.g. the collection workers' CPU batches into a GPU ring: without a wait
                 src = to_device(src, dst.device)
-            if tail_slots is not None and tail:
-                scatter(dst, tail_slots, src)
-            else:
-                self._write(dst, src, slot, m, head)
+            self._write(dst, src, slot, m, head)
+        if ends is not None:
+            self._tails.write(self.written + ends, self._tail_rows(data, n, skip, ends), slot, m)
         self._track(keys)
         return received
 
     def _allocate(self, data: TensorDictBase) -> tuple[TensorDict, dict[Key, torch.Tensor]]:
         """The ring ``[capacity]`` for the keys batches read, as uninitialised memory (as ``torch.empty``: the
-        pages fill as the ring does), and its tensors by key. ``obs_once``: each per-obs key's ring and its
-        tails' ring are the two halves of one ``[2 * capacity]`` tensor, so a batch's frames are one gather."""
+        pages fill as the ring does), and its tensors by key. ``obs_once``: without the per-obs keys' ``next``
+        (the tails' store keeps those it needs)."""
         first = data.reshape(-1)[:1].select(*self._batch_keys(data)).to(self.storage_device)
-        frames = {}
         if self.obs_once:
-            frames = {k: first.get(k).new_empty((2 * self.capacity, *first.get(k).shape[1:])) for k in self._per_obs}
-            first = first.exclude(*self._per_obs, *(("next", k) for k in self._per_obs))
-            self._tail = torch.zeros(self.capacity, dtype=torch.bool, device=self.storage_device)
+            first = first.exclude(*(("next", k) for k in self._per_obs))
+            self._tails = TailStore(self.capacity, self.storage_device)
         store = first.apply(lambda t: t.new_empty((self.capacity, *t.shape[1:])), batch_size=[self.capacity])
-        for key, both in frames.items():
-            store.set(key, both[: self.capacity])
-            store.set(("next", key), both[self.capacity :])
-        self._frames = frames
         return store, {k: store.get(k) for k in store.keys(include_nested=True, leaves_only=True)}
 
     def _sources(self, data: TensorDictBase) -> list[tuple[Key, torch.Tensor, torch.Tensor]]:
-        """``(key, ring, data's tensor)`` per stored key: each found, and shaped as the ring's rows, before any write."""
+        """``(key, ring, data's tensor)`` per key of the ring: each found, and shaped as the ring's rows, before
+        any write (``obs_once``: the per-obs keys' ``next`` too, shaped as their key's rows)."""
         sources = [(key, dst, data.get(key, None)) for key, dst in self._leaves.items()]
-        missing = [key for key, _, src in sources if src is None]
+        nxt = [(("next", k), self._leaves[k], data.get(("next", k), None)) for k in self._per_obs] if self.obs_once else []
+        missing = [key for key, _, src in sources + nxt if src is None]
         if missing:
             raise KeyError(f"the replay buffer stores {missing}, which the data to store lacks")
         lead = data.batch_dims
-        wrong = [f"{key} {tuple(src.shape[lead:])} (stored {tuple(dst.shape[1:])})" for key, dst, src in sources if src.shape[lead:] != dst.shape[1:]]
+        wrong = [f"{key} {tuple(src.shape[lead:])} (stored {tuple(dst.shape[1:])})" for key, dst, src in sources + nxt if src.shape[lead:] != dst.shape[1:]]
         if wrong:
             raise ValueError(f"the data to store has other shapes than the replay buffer's rows: {', '.join(wrong)}")
         return sources
+
+    def _tail_rows(self, data: TensorDictBase, n: int, skip: int, ends: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``obs_once``: each per-obs key's next observations ``[k, ...]`` at a write's trajectory ends ``ends [k]``
+        (of its ``n`` transitions, the first ``skip`` not stored), on the storage device."""
+        rows = {}
+        for key in self._per_obs:
+            src = data.get(("next", key))
+            src = src.reshape(n, *src.shape[data.batch_dims :])[skip:]
+            rows[key] = to_device(src.index_select(0, to_device(ends, src.device)), self.storage_device)
+        return rows
 
     @staticmethod
     def _write(dst: torch.Tensor, src: torch.Tensor, slot: int, m: int, head: int) -> None:
@@ -246,8 +242,8 @@ class ReplayBuffer:
         leaf, idx = self._leaves, self.slices()  # idx [H, B]
 
         def seq(key: str) -> torch.Tensor:  # the slice's first observation, then each step's next one
-            if self.obs_once:  # each step's observation, then the last step's next one: one gather
-                return gather(self._frames[key], torch.cat([idx, self._next_slots(idx[-1:])]))
+            if self.obs_once:  # each step's observation, then the last step's next one
+                return torch.cat([gather(leaf[key], idx), self._tails.next_rows(key, leaf[key], idx[-1:])])
             return torch.cat([gather(leaf[key], idx[:1]), gather(leaf["next", key], idx)])
 
         batch = {"obs": seq(self._obs_key), "action": gather(leaf["action"], idx)}
@@ -269,47 +265,8 @@ class ReplayBuffer:
         out = self._store[slots]
         if self.obs_once:
             for key in self._per_obs:
-                out.set(("next", key), gather(self._frames[key], self._next_slots(slots)))
+                out.set(("next", key), self._tails.next_rows(key, self._leaves[key], slots))
         return out
-
-    def _next_slots(self, slots: torch.Tensor) -> torch.Tensor:
-        """``obs_once``: where the next observation of the transitions in ``slots`` (any shape) is, in a per-obs
-        key's ``[2 * capacity]`` frames: a tail's own, else the following slot's observation (in the same
-        trajectory: a trajectory's last stored transition is always a tail)."""
-        return torch.where(self._tail[slots], slots + self.capacity, (slots + 1) % self.capacity)
-
-
-def gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``t[idx]`` for an integer ``idx`` of any shape (rows of ``t``), by ``index_select``: the same values, and
-    on the CPU ~7x faster for frames (advanced indexing goes element by element; a batch of 512 frames:
-    4.8 -> 0.65 ms here)."""
-    return t.index_select(0, idx.reshape(-1)).reshape(*idx.shape, *t.shape[1:])
-
-
-def scatter(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> None:
-    """``dst[idx] = src`` for rows ``idx [k]`` of ``dst [N, ...]`` (``src [k, ...]``, cast to ``dst``'s dtype as
-    ``copy_`` would). ``index_copy_`` goes element by element on the CPU, so rows whose bytes allow it are copied
-    as 8-, 4- or 2-byte words (350 frames: 2.4 -> 0.5 ms here); the bytes written are the same."""
-    if src.shape[1:] != dst.shape[1:] or len(src) != len(idx):
-        raise ValueError(f"scatter writes {len(idx)} rows {tuple(dst.shape[1:])}, got {tuple(src.shape)}")
-    src = src.to(dst.dtype).contiguous()
-    row, size = dst[0].numel() * dst.element_size() if len(dst) else 0, dst.element_size()
-    for word in (torch.int64, torch.int32, torch.int16):
-        w = word.itemsize
-        if size < w and row % w == 0 and dst.data_ptr() % w == 0 and dst.is_contiguous():
-            dst.view(len(dst), -1).view(torch.uint8).view(word).index_copy_(0, idx, src.view(len(src), -1).view(torch.uint8).view(word))
-            return
-    dst.index_copy_(0, idx, src)
-
-
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` on ``device``. A CPU tensor bound for a GPU is copied from pinned memory without blocking: a copy
-    from pageable memory first waits for everything the GPU has queued (CUDA synchronises the stream), so the
-    host could not queue the next update while the device works. (Torch's pinned-memory cache keeps the
-    block until its copy has run.)"""
-    if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
 
 
 def save_buffer(buffer: ReplayBuffer, path: str | Path, step: int) -> Path:

@@ -1,0 +1,92 @@
+"""The next observations a replay ring that stores each observation once still needs: its trajectories' ends.
+
+With ``ReplayBuffer(obs_once=True)`` a transition's next observation is the following slot's observation,
+but for the last transition of each trajectory in a write (a "tail": a batch row's end or an episode's),
+whose next observation is stored here. The tails live in a FIFO in the order they were written, so the
+oldest are the first overwritten in the ring; it holds the tails of the transitions still in the ring
+(~a third of the representation job's), and grows when more are alive than it has room for.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from agent.data.rows import gather, scatter, to_device
+
+
+class TailStore:
+    """Next observations of a ring's tails, by slot.
+
+    Args:
+        capacity: the ring's slots.
+        device: where the rows are stored (the ring's device).
+    """
+
+    GROW = 1.25  # a growth's size, as a multiple of the tails then alive (so the rows in use stay >= 80%)
+    LEAST = 1024  # the smallest size allocated (at most the capacity)
+
+    def __init__(self, capacity: int, device: torch.device) -> None:
+        self.capacity, self.device = capacity, device
+        self.at = torch.full((capacity,), -1, dtype=torch.long, device=device)  # slot -> row here; -1: no tail
+        self.rows: dict[str, torch.Tensor] = {}  # per key, [size, ...]
+        self.size = 0
+        self._owner = torch.zeros(0, dtype=torch.long)  # [size] on the CPU: each row's transition (write index)
+        self._head, self._count = 0, 0  # the oldest row, and how many rows from it are in use
+
+    def __len__(self) -> int:
+        return self._count
+
+    def write(self, owners: torch.Tensor, rows: dict[str, torch.Tensor], slot: int, m: int) -> None:
+        """Store a write's tails after the ring took ``m`` transitions from ``slot`` (the newest now end at
+        write index ``owners`` would continue from): ``owners [k]`` (CPU, ascending) are the tails' write
+        indices, ``rows`` each key's ``[k, ...]`` next observations on ``device``."""
+        head = min(m, self.capacity - slot)
+        self.at[slot : slot + head] = -1  # what the write overwrote is no tail now
+        self.at[: m - head] = -1  # (the ring wraps)
+        self._drop(oldest=int(owners[-1]) + 1 - self.capacity)
+        k = len(owners)
+        if self._count + k > self.size:
+            self._resize(self._count + k, rows)
+        pos = (self._head + self._count + torch.arange(k)) % self.size
+        where = to_device(pos, self.device)
+        for key, src in rows.items():
+            scatter(self.rows[key], where, src)
+        self._owner[pos] = owners
+        self.at.index_copy_(0, to_device(owners % self.capacity, self.device), where)
+        self._count += k
+
+    def next_rows(self, key: str, ring: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """The next ``key`` of the transitions in ``slots`` (any shape, on ``device``): a tail's own, else the
+        following slot's in ``ring [capacity, ...]`` (in the same trajectory: its last stored transition is
+        always a tail)."""
+        pos = self.at[slots]
+        own, after = gather(self.rows[key], pos.clamp(min=0)), gather(ring, (slots + 1) % self.capacity)
+        return torch.where((pos >= 0).reshape(*pos.shape, *(1,) * (own.dim() - pos.dim())), own, after)
+
+    def _drop(self, oldest: int) -> None:
+        """Free the rows of tails whose transitions left the ring (write index below ``oldest``): the first ones."""
+        if not self._count:
+            return
+        end = self._head + self._count
+        dead = int(torch.searchsorted(self._owner[self._head : min(end, self.size)], oldest))
+        if end > self.size and dead == self.size - self._head:
+            dead += int(torch.searchsorted(self._owner[: end - self.size], oldest))
+        self._head = (self._head + dead) % self.size
+        self._count -= dead
+
+    def _resize(self, need: int, like: dict[str, torch.Tensor]) -> None:
+        """Room for ``need`` rows: the rows in use move, oldest first, to the start of new ones."""
+        size = min(self.capacity, max(self.LEAST, math.ceil(self.GROW * need)))
+        order = (self._head + torch.arange(self._count)) % max(self.size, 1)
+        where = to_device(order, self.device)
+        for key, src in like.items():
+            rows = src.new_empty((size, *src.shape[1:]))
+            if self._count:
+                rows[: self._count] = gather(self.rows[key], where)
+            self.rows[key] = rows
+        owner = torch.zeros(size, dtype=torch.long)
+        owner[: self._count] = self._owner[order]
+        self.at.index_copy_(0, to_device(owner[: self._count] % self.capacity, self.device), to_device(torch.arange(self._count), self.device))
+        self._owner, self.size, self._head = owner, size, 0
