@@ -7,7 +7,7 @@ import torch
 from tensordict import TensorDict
 
 from agent.data.buffer import ReplayBuffer
-from agent.data.rows import scatter
+from agent.data.rows import choose, scatter
 from agent.data.tails import TailStore
 
 
@@ -188,6 +188,23 @@ def test_scatter_writes_what_index_copy_writes(dtype, shape):
     assert torch.equal(got, want) and not torch.equal(got, base)  # (nothing outside the rows written changed)
     with pytest.raises(ValueError, match="scatter writes 6 rows"):
         scatter(got, idx, src[:, None])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape"),
+    [(torch.uint8, (3, 8, 8)), (torch.uint8, (12,)), (torch.uint8, (6,)), (torch.uint8, (3,)), (torch.bool, (8,)),
+     (torch.float32, (3,)), (torch.int64, ()), (torch.float16, (2, 3))],
+    ids=["frames-int64-words", "int32-words", "int16-words", "bytes", "bool", "float32-rows", "int64-column", "float16"],
+)  # fmt: skip
+def test_choose_picks_rows_as_torch_where_does(dtype, shape):
+    g, top = torch.Generator().manual_seed(1), 2 if dtype is torch.bool else 100
+    a, b = (torch.randint(0, top, (9, *shape), generator=g).to(dtype) for _ in range(2))
+    mask = torch.tensor([True, False, False, True, True, False, True, False, False])
+    want = torch.where(mask.reshape(-1, *(1,) * len(shape)), a, b)
+    assert torch.equal(choose(mask, a, b), want) and not torch.equal(want, a) and not torch.equal(want, b)
+    out = torch.zeros(20, *shape, dtype=dtype)
+    choose(mask, a, b, out=out[4:13])  # into a view inside a larger tensor
+    assert torch.equal(out[4:13], want) and not out[:4].any() and not out[13:].any()
 
 
 def test_a_later_write_of_other_shapes_is_refused_before_anything_is_written():

@@ -241,10 +241,16 @@ class ReplayBuffer:
             raise RuntimeError("the replay buffer is empty")
         leaf, idx = self._leaves, self.slices()  # idx [H, B]
 
-        def seq(key: str) -> torch.Tensor:  # the slice's first observation, then each step's next one
+        def seq(key: str) -> torch.Tensor:  # [H+1, B, ...], gathered in place (a cat would copy it all again)
+            ring, h = leaf[key], len(idx)
+            out = ring.new_empty((h + 1, *idx.shape[1:], *ring.shape[1:]))
             if self.obs_once:  # each step's observation, then the last step's next one
-                return torch.cat([gather(leaf[key], idx), self._tails.next_rows(key, leaf[key], idx[-1:])])
-            return torch.cat([gather(leaf[key], idx[:1]), gather(leaf["next", key], idx)])
+                gather(ring, idx, out=out[:h])
+                self._tails.next_rows(key, ring, idx[-1], out=out[h])
+            else:  # the slice's first observation, then each step's next one
+                gather(ring, idx[:1], out=out[:1])
+                gather(leaf["next", key], idx, out=out[1:])
+            return out
 
         batch = {"obs": seq(self._obs_key), "action": gather(leaf["action"], idx)}
         for key in self.obs_keys:

@@ -5,11 +5,30 @@ from __future__ import annotations
 import torch
 
 
-def gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``t[idx]`` for an integer ``idx`` of any shape (rows of ``t``), by ``index_select``: the same values, and
-    on the CPU ~7x faster for frames (advanced indexing goes element by element; a batch of 512 frames:
-    4.8 -> 0.65 ms here)."""
-    return t.index_select(0, idx.reshape(-1)).reshape(*idx.shape, *t.shape[1:])
+def gather(t: torch.Tensor, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``t[idx]`` for an integer ``idx`` of any shape (rows of ``t``), by ``index_select``, into ``out``
+    (contiguous, ``[*idx.shape, ...]``) if given: the same values, and on the CPU ~7x faster for frames
+    (advanced indexing goes element by element; a batch of 512 frames: 4.8 -> 0.65 ms here)."""
+    if out is None:
+        return t.index_select(0, idx.reshape(-1)).reshape(*idx.shape, *t.shape[1:])
+    torch.index_select(t, 0, idx.reshape(-1), out=out.view(-1, *t.shape[1:]))
+    return out
+
+
+def choose(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows of ``a`` where ``mask [k]``, else of ``b`` (both ``[k, ...]``, one dtype), into ``out`` if given: as
+    ``torch.where``. Rows whose bytes allow it are chosen as 8-, 4- or 2-byte words (on the CPU a frame's bytes
+    one by one cost 8x: 256 frames 3.4 -> 0.4 ms here)."""
+    out = torch.empty_like(a) if out is None else out
+    row = a[0].numel() * a.element_size() if len(a) else 0
+    for word in (torch.int64, torch.int32, torch.int16):
+        w = word.itemsize
+        if a.element_size() < w and row % w == 0 and all(t.is_contiguous() and t.data_ptr() % w == 0 for t in (a, b, out)):
+            a, b, out_words = (t.view(len(t), -1).view(torch.uint8).view(word) for t in (a, b, out))
+            torch.where(mask.reshape(-1, 1), a, b, out=out_words)
+            return out
+    torch.where(mask.reshape(-1, *(1,) * (a.dim() - 1)), a, b, out=out)
+    return out
 
 
 def scatter(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> None:

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from agent.data.rows import gather, scatter, to_device
+from agent.data.rows import choose, gather, scatter, to_device
 
 
 class TailStore:
@@ -57,13 +57,15 @@ class TailStore:
         self.at.index_copy_(0, to_device(owners % self.capacity, self.device), where)
         self._count += k
 
-    def next_rows(self, key: str, ring: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """The next ``key`` of the transitions in ``slots`` (any shape, on ``device``): a tail's own, else the
-        following slot's in ``ring [capacity, ...]`` (in the same trajectory: its last stored transition is
-        always a tail)."""
-        pos = self.at[slots]
-        own, after = gather(self.rows[key], pos.clamp(min=0)), gather(ring, (slots + 1) % self.capacity)
-        return torch.where((pos >= 0).reshape(*pos.shape, *(1,) * (own.dim() - pos.dim())), own, after)
+    def next_rows(self, key: str, ring: torch.Tensor, slots: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The next ``key`` ``[*slots.shape, ...]`` of the transitions in ``slots`` (on ``device``), into ``out``
+        if given: a tail's own, else the following slot's in ``ring [capacity, ...]`` (in the same trajectory:
+        its last stored transition is always a tail)."""
+        pos = self.at[slots].reshape(-1)
+        own, after = gather(self.rows[key], pos.clamp(min=0)), gather(ring, (slots.reshape(-1) + 1) % self.capacity)
+        out = own.new_empty((*slots.shape, *own.shape[1:])) if out is None else out
+        choose(pos >= 0, own, after, out=out.view(-1, *own.shape[1:]))
+        return out
 
     def _drop(self, oldest: int) -> None:
         """Free the rows of tails whose transitions left the ring (write index below ``oldest``): the first ones."""
