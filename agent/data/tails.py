@@ -4,7 +4,8 @@ With ``ReplayBuffer(obs_once=True)`` a transition's next observation is the foll
 but for the last transition of each trajectory in a write (a "tail": a batch row's end or an episode's),
 whose next observation is stored here. The tails live in a FIFO in the order they were written, so the
 oldest are the first overwritten in the ring; it holds the tails of the transitions still in the ring
-(~a third of the representation job's), and grows when more are alive than it has room for.
+(~a third of the representation job's): sized at the first write for the ring at that write's share of tails,
+it grows when more are alive than it has room for (each growth copies the rows in use).
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class TailStore:
         self.at[: m - head] = -1  # (the ring wraps)
         self._drop(oldest=int(owners[-1]) + 1 - self.capacity)
         k = len(owners)
-        if self._count + k > self.size:
-            self._resize(self._count + k, rows)
+        if self._count + k > self.size:  # the first write sizes it for the ring at its share of tails
+            self._resize(max(self._count + k, math.ceil(k / m * self.capacity) if not self.size else 0), rows)
         pos = (self._head + self._count + torch.arange(k)) % self.size
         where = to_device(pos, self.device)
         for key, src in rows.items():
