@@ -105,11 +105,14 @@ def test_only_the_keys_batches_read_are_stored_and_a_missing_one_is_named():
         ReplayBuffer(10, 1, 4, "episode", obs_keys=("count",)).extend(steps(0, 1, 0))
 
 
-def episodes_stream(n: int, seed: int = 0) -> TensorDict:
-    """``n`` transitions of episodes 1-6 steps long: observation ``[3]`` and ``count`` numbered by step; the
-    next ones are the following step's inside an episode, and a terminal frame of their own at its end."""
+def episodes_stream(n: int, seed: int = 0, first: int | None = None) -> TensorDict:
+    """``n`` transitions of episodes 1-6 steps long (the first ``first`` long if given): observation ``[3]`` and
+    ``count`` numbered by step; the next ones are the following step's inside an episode, and a terminal frame
+    of their own at its end."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, 7, (n,), generator=g)
+    if first is not None:
+        lengths[0] = first
     episode = torch.repeat_interleave(torch.arange(n), lengths)[:n]
     i = torch.arange(n)
     last = torch.ones(n, dtype=torch.bool)
@@ -128,9 +131,12 @@ def episodes_stream(n: int, seed: int = 0) -> TensorDict:
 def test_obs_once_stores_each_frame_once_and_gives_the_same_batches(mode, least, monkeypatch):
     """Writes that wrap the ring, episodes ending inside and across writes, one larger than the ring: the
     rebuilt next observations and every batch equal the buffer that stores both, and only trajectory ends
-    keep a next observation of their own, in a store that grows to the tails alive (moving its rows)."""
+    keep a next observation of their own, in a store that grows to the tails alive (moving its rows: the
+    first write, inside one long episode, has few tails)."""
     monkeypatch.setattr(TailStore, "LEAST", least)
-    data = episodes_stream(150)
+    resize, resizes = TailStore._resize, []
+    monkeypatch.setattr(TailStore, "_resize", lambda store, *a: resizes.append(store.size) or resize(store, *a))
+    data = episodes_stream(150, first=60)
     plain, once = (ReplayBuffer(40, 2, 64, "episode", obs_keys=("count",), step_keys=("reward",), obs_once=o) for o in (False, True))
     sizes = {"flat": [7, 1, 13, 45, 3, 30, 51], "env-major": [8, 12, 44, 36, 50], "one-at-a-time": [1] * 150}[mode]
     start = 0
@@ -155,7 +161,9 @@ def test_obs_once_stores_each_frame_once_and_gives_the_same_batches(mode, least,
     assert (once._tails.at[(torch.arange(len(once)) + once.written) % 40][ends] >= 0).all()  # every episode end is a tail
     assert int((once._tails.at >= 0).sum()) == tails and once._tails.size <= 40
     if least == 1 and mode != "one-at-a-time":
-        assert once._tails.size < 40  # sized to the tails alive, not the ring
+        assert once._tails.size < 40 and len(resizes) >= 2 and resizes[1] > 0  # grew, moving rows, below the ring
+    if mode == "one-at-a-time":
+        assert resizes == [0] and once._tails.size == 40  # every transition a tail: the whole ring at once
 
 
 def test_obs_once_refuses_data_whose_next_observation_is_not_the_following_one():
@@ -205,6 +213,22 @@ def test_choose_picks_rows_as_torch_where_does(dtype, shape):
     out = torch.zeros(20, *shape, dtype=dtype)
     choose(mask, a, b, out=out[4:13])  # into a view inside a larger tensor
     assert torch.equal(out[4:13], want) and not out[:4].any() and not out[13:].any()
+    odd = torch.zeros(9 * a[0].numel() + 1, dtype=dtype)[1:].view(9, *shape)  # not aligned to a word: bytes
+    assert torch.equal(choose(mask, a, b, out=odd), want)
+    with pytest.raises(ValueError, match="one dtype and shape"):
+        choose(mask, a, b.double())
+
+
+def test_obs_once_refuses_a_next_observation_of_another_dtype():
+    data = episodes_stream(20)
+    data["next", "count"] = data["next", "count"].float()  # one ring holds both: it would be cast
+    buf = ReplayBuffer(40, 1, 4, "episode", obs_keys=("count",), obs_once=True)
+    with pytest.raises(ValueError, match="obs_once stores 'count' and its next one in one ring"):
+        buf.extend(data)
+    buf.extend(episodes_stream(20))
+    with pytest.raises(ValueError, match=r"\('next', 'count'\) torch.float32 \(stored torch.int64\)"):
+        buf.extend(data)
+    assert buf.written == 20
 
 
 def test_a_later_write_of_other_shapes_is_refused_before_anything_is_written():

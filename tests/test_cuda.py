@@ -181,6 +181,36 @@ def test_collection_in_workers_never_waits_for_the_gpu(tiny_cfg, tmp_path):
 
 
 @cuda
+def test_a_frames_once_ring_on_the_gpu_holds_and_samples_what_the_cpu_one_does():
+    """``obs_once`` with the ring on the GPU and the collector's CPU batches (the workers' path): the tails'
+    store, its growth and the batches' in-place gathers give what storing both on the CPU gives."""
+    from agent.data.buffer import ReplayBuffer
+    from agent.data.collection import TRAJ_KEY, RepeatedRandomPolicy, make_collector
+    from agent.data.tails import TailStore
+    from envs.counting import CountingEnv
+
+    env = CountingEnv(batch_size=(8,), seed=4, reward_type="dense")
+    collector = iter(make_collector(env, RepeatedRandomPolicy(env.action_spec.space.low, env.action_spec.space.high, 3, seed=4), 48))
+    cpu, gpu = (
+        ReplayBuffer(200, 2, 64, TRAJ_KEY, obs_keys=("obs_reward", "count"), obs_once=o, storage_device=d)
+        for o, d in ((False, "cpu"), (True, "cuda"))
+    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TailStore, "LEAST", 1)
+        for k in range(8):
+            batch = next(collector)
+            cpu.extend(batch)
+            gpu.extend(batch)
+            if k >= 2:
+                torch.manual_seed(k)
+                want = cpu.sample()
+                torch.manual_seed(k)
+                got = gpu.sample()
+                assert all(torch.equal(want[key], got[key].cpu()) for key in want)
+    assert (cpu.stored() == gpu.stored().cpu()).all() and gpu.tails < len(gpu)
+
+
+@cuda
 @pytest.mark.parametrize("fused", [False, True])
 def test_representation_updates_never_wait_for_the_gpu(tiny_cfg, tmp_path, fused):
     """With the data on the device, sampling a batch and the update (the probe's step included) only queue

@@ -153,8 +153,9 @@ class ReplayBuffer:
             raise KeyError(f"the replay buffer stores {missing}, which the data to store lacks")
         lead = data.batch_dims
         wrong = [f"{key} {tuple(src.shape[lead:])} (stored {tuple(dst.shape[1:])})" for key, dst, src in sources + nxt if src.shape[lead:] != dst.shape[1:]]
+        wrong += [f"{key} {src.dtype} (stored {dst.dtype})" for key, dst, src in nxt if src.dtype != dst.dtype]  # one ring for both
         if wrong:
-            raise ValueError(f"the data to store has other shapes than the replay buffer's rows: {', '.join(wrong)}")
+            raise ValueError(f"the data to store has other shapes (or next dtypes) than the replay buffer's rows: {', '.join(wrong)}")
         return sources
 
     def _tail_rows(self, data: TensorDictBase, n: int, skip: int, ends: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -183,6 +184,11 @@ class ReplayBuffer:
         inner[ends] = False  # i and i + 1 in one trajectory
         for key in self._per_obs:
             obs, nxt = (data.get(k).reshape(n, *data.get(k).shape[data.batch_dims :])[skip:] for k in (key, ("next", key)))
+            if obs.dtype != nxt.dtype or obs.shape != nxt.shape:
+                raise ValueError(
+                    f"obs_once stores {key!r} and its next one in one ring, but they differ: {obs.dtype} "
+                    f"{tuple(obs.shape[1:])} and {nxt.dtype} {tuple(nxt.shape[1:])}"
+                )  # fmt: skip
             where = inner.nonzero().squeeze(1).to(obs.device)
             if not torch.equal(nxt[where], obs[where + 1]):
                 raise ValueError(

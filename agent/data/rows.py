@@ -20,10 +20,13 @@ def choose(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor, out: torch.Tens
     ``torch.where``. Rows whose bytes allow it are chosen as 8-, 4- or 2-byte words (on the CPU a frame's bytes
     one by one cost 8x: 256 frames 3.4 -> 0.4 ms here)."""
     out = torch.empty_like(a) if out is None else out
+    if not a.dtype == b.dtype == out.dtype or not a.shape == b.shape == out.shape:
+        raise ValueError(f"choose picks rows of one dtype and shape, got {a.dtype} {tuple(a.shape)}, {b.dtype} "
+                         f"{tuple(b.shape)} into {out.dtype} {tuple(out.shape)}")  # fmt: skip
     row = a[0].numel() * a.element_size() if len(a) else 0
     for word in (torch.int64, torch.int32, torch.int16):
         w = word.itemsize
-        if a.element_size() < w and row % w == 0 and all(t.is_contiguous() and t.data_ptr() % w == 0 for t in (a, b, out)):
+        if 0 < row and a.element_size() < w and row % w == 0 and all(t.is_contiguous() and t.data_ptr() % w == 0 for t in (a, b, out)):
             a, b, out_words = (t.view(len(t), -1).view(torch.uint8).view(word) for t in (a, b, out))
             torch.where(mask.reshape(-1, 1), a, b, out=out_words)
             return out

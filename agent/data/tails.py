@@ -4,8 +4,9 @@ With ``ReplayBuffer(obs_once=True)`` a transition's next observation is the foll
 but for the last transition of each trajectory in a write (a "tail": a batch row's end or an episode's),
 whose next observation is stored here. The tails live in a FIFO in the order they were written, so the
 oldest are the first overwritten in the ring; it holds the tails of the transitions still in the ring
-(~a third of the representation job's): sized at the first write for the ring at that write's share of tails,
-it grows when more are alive than it has room for (each growth copies the rows in use).
+(~a third of the representation job's). The first write sizes it for the ring at that write's share of tails;
+when more are alive than it has room for, it grows to 1.25x the tails then alive (copying the rows in use). It
+never shrinks.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ class TailStore:
         return self._count
 
     def write(self, owners: torch.Tensor, rows: dict[str, torch.Tensor], slot: int, m: int) -> None:
-        """Store a write's tails after the ring took ``m`` transitions from ``slot`` (the newest now end at
-        write index ``owners`` would continue from): ``owners [k]`` (CPU, ascending) are the tails' write
-        indices, ``rows`` each key's ``[k, ...]`` next observations on ``device``."""
+        """Store a write's tails, after the ring took its ``m`` transitions from ``slot``: ``owners [k]`` (CPU,
+        ascending) are the tails' write indices (the last is the write's last transition), ``rows`` each key's
+        ``[k, ...]`` next observations on ``device``, in the ring's dtype."""
         head = min(m, self.capacity - slot)
         self.at[slot : slot + head] = -1  # what the write overwrote is no tail now
         self.at[: m - head] = -1  # (the ring wraps)
