@@ -41,11 +41,11 @@ def compose_cfg(*overrides: str):
 
 
 def metrics_rows(run_dir: Path) -> np.ndarray:
-    """A representation run's ``metrics.csv`` rows ``[rows, columns]`` without ``perf/updates_per_s`` (wall time: the
-    one column two runs of the same numbers differ in)."""
+    """A run's ``metrics.csv`` rows ``[rows, columns]`` without its rate (``perf/updates_per_s`` or
+    ``perf/env_steps_per_s``: wall time, the one column two runs of the same numbers differ in)."""
     path = Path(run_dir) / "metrics.csv"
     header = path.read_text().split("\n")[0].split(",")
-    keep = [i for i, k in enumerate(header) if k != "perf/updates_per_s"]
+    keep = [i for i, k in enumerate(header) if k not in ("perf/updates_per_s", "perf/env_steps_per_s")]
     return np.genfromtxt(path, delimiter=",", skip_header=1)[:, keep]
 
 

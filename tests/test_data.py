@@ -70,7 +70,8 @@ def test_the_jobs_frames_once_buffer_gives_what_storing_both_gives(direct, envs,
     """The representation job's ``obs_once`` buffer on the collectors' own data (pixels, count, reward;
     episodes end inside and across batches; the ring wraps): the same batches and stored transitions as
     the buffer that stores every next frame, with a tail only at a row's end or an episode's. (``paper``:
-    experiment=paper's one env and one step per collect, where every transition is a tail.)"""
+    experiment=paper's one env and one step per collect: a collect's tail is freed when the next goes on with
+    its episode.)"""
     env = CountingEnv(batch_size=(envs,), seed=2, reward_type="dense")
     policy = RepeatedRandomPolicy(env.action_spec.space.low, env.action_spec.space.high, repeat=3, seed=2)
     collector = make_collector(env, policy, frames_per_batch=frames, direct=direct)
@@ -90,7 +91,7 @@ def test_the_jobs_frames_once_buffer_gives_what_storing_both_gives(direct, envs,
             assert want.keys() == got.keys() and all(torch.equal(want[key], got[key]) for key in want)
     collector.shutdown()
     assert once.written == collects * frames > once.capacity and (plain.stored() == once.stored()).all()
-    assert (once.tails < len(once)) == (frames > 1)
+    assert once.tails < 0.5 * len(once)
 
 
 def test_policy_hold_carries_across_resets():

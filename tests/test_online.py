@@ -207,3 +207,26 @@ def test_resume_right_after_the_pretraining_burst_does_not_repeat_it(tmp_path):
         return {int(s["step"]) for s in t.agent.optim.state_dict()["state"].values()}
 
     assert adam_steps(resumed) == adam_steps(unbroken) == {7 + 10}
+
+
+def test_an_online_pixel_run_storing_each_frame_once_ends_where_one_storing_both_does(tmp_path, monkeypatch):
+    """Pixel observations (here the counting task's) are stored once (``obs_once``: one step per write, a tail
+    kept only where an episode ends); with both frames stored, the same run: metrics, weights and buffer."""
+    import numpy as np
+
+    from agent.data.buffer import ReplayBuffer
+    from agent.run.online import OnlineTrainer
+    from tests.conftest import metrics_rows
+
+    task = ("task=counting", "aux=reward", "agent.horizon=1", "agent.total_steps=60", "agent.seed_steps=20", "agent.eval_every=60")
+    once = OnlineTrainer(online_cfg(*task), tmp_path / "once")
+    assert once.buffer.obs_once
+    once.run()
+    monkeypatch.setattr("agent.run.online.ReplayBuffer", lambda *a, **kw: ReplayBuffer(*a, **kw | {"obs_once": False}))
+    both = OnlineTrainer(online_cfg(*task), tmp_path / "both")
+    assert not both.buffer.obs_once
+    both.run()
+    np.testing.assert_array_equal(metrics_rows(tmp_path / "once"), metrics_rows(tmp_path / "both"))
+    assert (once.buffer.stored() == both.buffer.stored()).all() and once.buffer.tails < len(once.buffer) / 2
+    for a, b in zip(once.agent.model.state_dict().values(), both.agent.model.state_dict().values()):
+        assert torch.equal(a, b)

@@ -2,7 +2,8 @@
 
 With ``ReplayBuffer(obs_once=True)`` a transition's next observation is the following slot's observation,
 but for the last transition of each trajectory in a write (a "tail": a batch row's end or an episode's),
-whose next observation is stored here. The tails live in a FIFO in the order they were written, so the
+whose next observation is stored here; when the next write goes on with that trajectory (an online run's
+step), the tail is freed again. The tails live in a FIFO in the order they were written, so the
 oldest are the first overwritten in the ring; it holds the tails of the transitions still in the ring
 (~a third of the representation job's). The first write sizes it for the ring at that write's share of tails;
 when more are alive than it has room for, it grows to 1.25x the tails then alive (copying the rows in use). It
@@ -58,6 +59,15 @@ class TailStore:
         self._owner[pos] = owners
         self.at.index_copy_(0, to_device(owners % self.capacity, self.device), where)
         self._count += k
+
+    def newest(self) -> int:
+        """The newest row (the last tail written)."""
+        return (self._head + self._count - 1) % self.size
+
+    def pop_newest(self) -> None:
+        """Free the newest row: its trajectory went on in the next write, whose first observation is its next one."""
+        self.at[int(self._owner[self.newest()]) % self.capacity] = -1
+        self._count -= 1
 
     def next_rows(self, key: str, ring: torch.Tensor, slots: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """The next ``key`` ``[*slots.shape, ...]`` of the transitions in ``slots`` (on ``device``), into ``out``
