@@ -266,3 +266,17 @@ def test_the_tail_store_keeps_each_live_tail_through_drops_and_growth(monkeypatc
         assert got == [float(tail_of[s]) if tail_of.get(s) is not None else -1.0 for s in range(20)]
         assert len(store) == sum(v is not None for v in tail_of.values())
     assert sizes[3] < sizes[7] <= 20  # it grew after the ring had gone round (its head not at its start)
+
+
+def test_obs_once_refuses_a_write_that_goes_on_with_a_trajectory_from_another_frame():
+    """Across writes the premise is checked at the first write that goes on with a stored trajectory."""
+    data = episodes_stream(30, first=30)  # one episode
+    buf = ReplayBuffer(40, 1, 4, "episode", obs_keys=("count",), obs_once=True)
+    buf.extend(data[:10])
+    bad = data[10:20].clone()
+    bad["observation"][0] += 1  # not the next observation stored for step 9
+    with pytest.raises(ValueError, match="this write's first 'observation' differs from the next one stored"):
+        buf.extend(bad)
+    assert buf.written == 10 and buf.tails == 1
+    buf.extend(data[10:20])  # the real continuation: its tail replaces the last one
+    assert buf.written == 20 and buf.tails == 1 and (buf.stored() == data[:20].select(*buf.stored().keys(True, True))).all()
