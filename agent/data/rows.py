@@ -17,37 +17,45 @@ def gather(t: torch.Tensor, idx: torch.Tensor, out: torch.Tensor | None = None) 
 
 def choose(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Rows of ``a`` where ``mask [k]``, else of ``b`` (both ``[k, ...]``, one dtype), into ``out`` if given: as
-    ``torch.where``. Rows whose bytes allow it are chosen as 8-, 4- or 2-byte words (on the CPU a frame's bytes
-    one by one cost 8x: 256 frames 3.4 -> 0.4 ms here)."""
+    ``torch.where``, but by machine words where the rows allow (:func:`as_words`; on the CPU a frame's bytes one
+    by one cost 8x: 256 frames 3.4 -> 0.4 ms here)."""
     out = torch.empty_like(a) if out is None else out
     if not a.dtype == b.dtype == out.dtype or not a.shape == b.shape == out.shape:
         raise ValueError(f"choose picks rows of one dtype and shape, got {a.dtype} {tuple(a.shape)}, {b.dtype} "
                          f"{tuple(b.shape)} into {out.dtype} {tuple(out.shape)}")  # fmt: skip
-    row = a[0].numel() * a.element_size() if len(a) else 0
-    for word in (torch.int64, torch.int32, torch.int16):
-        w = word.itemsize
-        if 0 < row and a.element_size() < w and row % w == 0 and all(t.is_contiguous() and t.data_ptr() % w == 0 for t in (a, b, out)):
-            a, b, out_words = (t.view(len(t), -1).view(torch.uint8).view(word) for t in (a, b, out))
-            torch.where(mask.reshape(-1, 1), a, b, out=out_words)
-            return out
-    torch.where(mask.reshape(-1, *(1,) * (a.dim() - 1)), a, b, out=out)
+    words = as_words(a, b, out)
+    if words is not None:
+        torch.where(mask.reshape(-1, 1), words[0], words[1], out=words[2])
+    else:
+        torch.where(mask.reshape(-1, *(1,) * (a.dim() - 1)), a, b, out=out)
     return out
 
 
 def scatter(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> None:
     """``dst[idx] = src`` for rows ``idx [k]`` of ``dst [N, ...]`` (``src [k, ...]``, cast to ``dst``'s dtype as
-    ``copy_`` would). ``index_copy_`` goes element by element on the CPU, so rows whose bytes allow it are copied
-    as 8-, 4- or 2-byte words (350 frames: 2.4 -> 0.5 ms here); the bytes written are the same."""
+    ``copy_`` would), by machine words where the rows allow (:func:`as_words`; ``index_copy_`` goes element by
+    element on the CPU: 350 frames 2.4 -> 0.5 ms here)."""
     if src.shape[1:] != dst.shape[1:] or len(src) != len(idx):
         raise ValueError(f"scatter writes {len(idx)} rows {tuple(dst.shape[1:])}, got {tuple(src.shape)}")
     src = src.to(dst.dtype).contiguous()
-    row, size = dst[0].numel() * dst.element_size() if len(dst) else 0, dst.element_size()
+    words = as_words(dst, src)
+    if words is not None:
+        words[0].index_copy_(0, idx, words[1])
+    else:
+        dst.index_copy_(0, idx, src)
+
+
+def as_words(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """Views ``[k, W]`` of tensors with rows of one dtype and size (``[k, ...]``) as the widest machine words,
+    8, 4 or 2 bytes, that their rows' bytes and addresses allow; None where no word is wider than an element
+    (or a tensor is not contiguous). The same bytes, so a copy or a choice of rows through them is the same."""
+    first = tensors[0]
+    row = first[0].numel() * first.element_size() if len(first) else 0
     for word in (torch.int64, torch.int32, torch.int16):
         w = word.itemsize
-        if size < w and row % w == 0 and dst.data_ptr() % w == 0 and dst.is_contiguous():
-            dst.view(len(dst), -1).view(torch.uint8).view(word).index_copy_(0, idx, src.view(len(src), -1).view(torch.uint8).view(word))
-            return
-    dst.index_copy_(0, idx, src)
+        if 0 < row and first.element_size() < w and row % w == 0 and all(t.is_contiguous() and t.data_ptr() % w == 0 for t in tensors):
+            return tuple(t.view(len(t), -1).view(torch.uint8).view(word) for t in tensors)
+    return None
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
