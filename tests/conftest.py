@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+
+if TYPE_CHECKING:
+    from agent.data.buffer import ReplayBuffer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +52,15 @@ def metrics_rows(run_dir: Path) -> np.ndarray:
     header = path.read_text().split("\n")[0].split(",")
     keep = [i for i, k in enumerate(header) if k not in ("perf/updates_per_s", "perf/env_steps_per_s")]
     return np.genfromtxt(path, delimiter=",", skip_header=1)[:, keep]
+
+
+def same_batches(a: ReplayBuffer, b: ReplayBuffer, seed: int) -> bool:
+    """Whether buffers ``a`` and ``b`` draw the same batch, key for key, from the same seed (``b``'s on any device)."""
+    torch.manual_seed(seed)
+    want = a.sample()
+    torch.manual_seed(seed)
+    got = b.sample()
+    return want.keys() == got.keys() and all(torch.equal(want[key], got[key].cpu()) for key in want)
 
 
 def plain_dicts(data: dict) -> dict:

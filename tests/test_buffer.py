@@ -9,6 +9,7 @@ from tensordict import TensorDict
 from agent.data.buffer import ReplayBuffer
 from agent.data.rows import choose, scatter
 from agent.data.tails import TailStore
+from tests.conftest import same_batches
 
 
 def steps(start: int, n: int, episode: int) -> TensorDict:
@@ -105,6 +106,14 @@ def test_only_the_keys_batches_read_are_stored_and_a_missing_one_is_named():
         ReplayBuffer(10, 1, 4, "episode", obs_keys=("count",)).extend(steps(0, 1, 0))
 
 
+# rows of each kind the word-wide copies handle differently: 8-, 4-, 2-byte words, bytes, bool, wider elements
+ROW_KINDS = pytest.mark.parametrize(
+    ("dtype", "shape"),
+    [(torch.uint8, (3, 8, 8)), (torch.uint8, (12,)), (torch.uint8, (6,)), (torch.uint8, (3,)), (torch.bool, (8,)),
+     (torch.float32, (3,)), (torch.int64, ()), (torch.float16, (2, 3))],
+    ids=["frames-int64-words", "int32-words", "int16-words", "bytes", "bool", "float32-rows", "int64-column", "float16"],
+)  # fmt: skip
+
 def episodes_stream(n: int, seed: int = 0, first: int | None = None) -> TensorDict:
     """``n`` transitions of episodes 1-6 steps long (the first ``first`` long if given): observation ``[3]`` and
     ``count`` numbered by step; the next ones are the following step's inside an episode, and a terminal frame
@@ -148,11 +157,7 @@ def test_obs_once_stores_each_frame_once_and_gives_the_same_batches(mode, least,
         assert plain.extend(part) == once.extend(part) == size
         assert plain.written == once.written and (plain.stored() == once.stored()).all()
         if any(plain._seg_len >= 2):
-            torch.manual_seed(k)
-            want = plain.sample()
-            torch.manual_seed(k)
-            got = once.sample()
-            assert want.keys() == got.keys() and all(torch.equal(want[key], got[key]) for key in want)
+            assert same_batches(plain, once, seed=k)
     assert start == 150
     tails = once.tails
     stored = once.stored()
@@ -179,12 +184,7 @@ def test_obs_once_refuses_data_whose_next_observation_is_not_the_following_one()
     assert len(buf) == 20 and (buf.stored() == episodes_stream(20).select(*buf.stored().keys(True, True))).all()
 
 
-@pytest.mark.parametrize(
-    ("dtype", "shape"),
-    [(torch.uint8, (3, 8, 8)), (torch.uint8, (12,)), (torch.uint8, (6,)), (torch.uint8, (3,)), (torch.bool, (8,)),
-     (torch.float32, (3,)), (torch.int64, ()), (torch.float16, (2, 3))],
-    ids=["frames-int64-words", "int32-words", "int16-words", "bytes", "bool", "float32-rows", "int64-column", "float16"],
-)  # fmt: skip
+@ROW_KINDS
 def test_scatter_writes_what_index_copy_writes(dtype, shape):
     """The obs_once tails' scatter, row by row as machine words where the rows allow: the same bytes as
     ``index_copy_``, from a non-contiguous source of another dtype too (cast as ``copy_`` would)."""
@@ -200,12 +200,7 @@ def test_scatter_writes_what_index_copy_writes(dtype, shape):
         scatter(got, idx, src[:, None])
 
 
-@pytest.mark.parametrize(
-    ("dtype", "shape"),
-    [(torch.uint8, (3, 8, 8)), (torch.uint8, (12,)), (torch.uint8, (6,)), (torch.uint8, (3,)), (torch.bool, (8,)),
-     (torch.float32, (3,)), (torch.int64, ()), (torch.float16, (2, 3))],
-    ids=["frames-int64-words", "int32-words", "int16-words", "bytes", "bool", "float32-rows", "int64-column", "float16"],
-)  # fmt: skip
+@ROW_KINDS
 def test_choose_picks_rows_as_torch_where_does(dtype, shape):
     g, top = torch.Generator().manual_seed(1), 2 if dtype is torch.bool else 100
     a, b = (torch.randint(0, top, (9, *shape), generator=g).to(dtype) for _ in range(2))

@@ -188,6 +188,7 @@ def test_a_frames_once_ring_on_the_gpu_holds_and_samples_what_the_cpu_one_does()
     from agent.data.collection import TRAJ_KEY, RepeatedRandomPolicy, make_collector
     from agent.data.tails import TailStore
     from envs.counting import CountingEnv
+    from tests.conftest import same_batches
 
     env = CountingEnv(batch_size=(8,), seed=4, reward_type="dense")
     collector = iter(make_collector(env, RepeatedRandomPolicy(env.action_spec.space.low, env.action_spec.space.high, 3, seed=4), 48))
@@ -202,11 +203,7 @@ def test_a_frames_once_ring_on_the_gpu_holds_and_samples_what_the_cpu_one_does()
             cpu.extend(batch)
             gpu.extend(batch)
             if k >= 2:
-                torch.manual_seed(k)
-                want = cpu.sample()
-                torch.manual_seed(k)
-                got = gpu.sample()
-                assert all(torch.equal(want[key], got[key].cpu()) for key in want)
+                assert same_batches(cpu, gpu, seed=k)
     assert (cpu.stored() == gpu.stored().cpu()).all() and gpu.tails < len(gpu)
 
 

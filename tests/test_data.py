@@ -16,7 +16,7 @@ from agent.data.collection import (
 )
 from agent.run.representation import Trainer
 from envs.counting import CountingEnv, as_state
-from tests.conftest import metrics_rows
+from tests.conftest import metrics_rows, same_batches
 
 
 def test_policy_holds_each_action_for_repeat_steps():
@@ -84,11 +84,7 @@ def test_the_jobs_frames_once_buffer_gives_what_storing_both_gives(direct, envs,
         plain.extend(batch)
         once.extend(batch)
         if k >= 2:
-            torch.manual_seed(k)
-            want = plain.sample()
-            torch.manual_seed(k)
-            got = once.sample()
-            assert want.keys() == got.keys() and all(torch.equal(want[key], got[key]) for key in want)
+            assert same_batches(plain, once, seed=k)
     collector.shutdown()
     assert once.written == collects * frames > once.capacity and (plain.stored() == once.stored()).all()
     assert once.tails < 0.5 * len(once)

@@ -3,9 +3,8 @@
 The representation job stores its collector's batches env-major (``traj_key`` = the collector's
 trajectory ids); the online job stores each env step (``traj_key`` = ``episode``). Both sample
 ``batch_size`` sub-trajectories of ``horizon`` steps and train on them as time-major tensors.
-The representation job stores each frame once (``obs_once``): a transition's next observation is the next
-transition's observation, so only the last transition of each trajectory in a write keeps its own
-(``agent.data.tails``).
+The representation job and pixel online runs store each frame once (``obs_once``): a transition's next
+observation is the next transition's observation, so only trajectory ends keep their own (``agent.data.tails``).
 The buffer is not checkpointed: both jobs rebuild it on resume by replaying their data (exact).
 :func:`load_buffer` still reads the ``buffer.pt`` files that older online runs wrote.
 """
@@ -54,8 +53,9 @@ class ReplayBuffer:
             it (a "tail": a row's end or an episode's; freed when the next write goes on with its trajectory,
             as an online run's steps do), in a store sized to the tails alive
             (:class:`~agent.data.tails.TailStore`). That cuts the frames copied per write and the memory
-            (the job's: 0.67x and ~0.7x), and gives the same batches bit for bit. The first write is checked
-            for the premise (a clear error, before anything is allocated or stored).
+            (the representation job's: 0.67x and ~0.7x; an online run's ~0.5x), and gives the same batches
+            bit for bit. The premise is checked at the first write, and across writes at the first that goes
+            on with a trajectory (a clear error, before anything is stored).
     """
 
     def __init__(
