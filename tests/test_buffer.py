@@ -114,6 +114,7 @@ ROW_KINDS = pytest.mark.parametrize(
     ids=["frames-int64-words", "int32-words", "int16-words", "bytes", "bool", "float32-rows", "int64-column", "float16"],
 )  # fmt: skip
 
+
 def episodes_stream(n: int, seed: int = 0, first: int | None = None) -> TensorDict:
     """``n`` transitions of episodes 1-6 steps long (the first ``first`` long if given): observation ``[3]`` and
     ``count`` numbered by step; the next ones are the following step's inside an episode, and a terminal frame
