@@ -171,8 +171,7 @@ class ReplayBuffer:
         (of its ``n`` transitions, the first ``skip`` not stored), on the storage device."""
         rows = {}
         for key in self._per_obs:
-            src = data.get(("next", key))
-            src = src.reshape(n, *src.shape[data.batch_dims :])[skip:]
+            src = flat(data, ("next", key), n)[skip:]
             rows[key] = to_device(src.index_select(0, to_device(ends, src.device)), self.storage_device)
         return rows
 
@@ -191,7 +190,7 @@ class ReplayBuffer:
         inner = torch.ones(n - skip, dtype=torch.bool)
         inner[ends] = False  # i and i + 1 in one trajectory
         for key in self._per_obs:
-            obs, nxt = (data.get(k).reshape(n, *data.get(k).shape[data.batch_dims :])[skip:] for k in (key, ("next", key)))
+            obs, nxt = (flat(data, k, n)[skip:] for k in (key, ("next", key)))
             if obs.dtype != nxt.dtype or obs.shape != nxt.shape:
                 raise ValueError(
                     f"obs_once stores {key!r} and its next one in one ring, but they differ: {obs.dtype} "
@@ -209,7 +208,7 @@ class ReplayBuffer:
         host wait, once): its first observation is the next observation stored for the previous transition."""
         pos = self._tails.newest()
         for key in self._per_obs:
-            first = data.get(key).reshape(n, *data.get(key).shape[data.batch_dims :])[0]
+            first = flat(data, key, n)[0]
             if not torch.equal(first.to(self.storage_device), self._tails.rows[key][pos]):
                 raise ValueError(
                     f"obs_once stores each observation once, but this write's first {key!r} differs from the next one "
@@ -219,7 +218,7 @@ class ReplayBuffer:
 
     def _batch_keys(self, data: TensorDictBase) -> list[Key]:
         """The keys :meth:`sample` reads, and the trajectory key; a clear error when ``data`` lacks one."""
-        per_obs = [self._obs_key, *(k for k in self.obs_keys if k != "obs")]
+        per_obs = self._per_obs  # (set from the first write)
         keys = ["action", self.traj_key, *per_obs, *(("next", k) for k in per_obs), *(("next", k) for k in self.step_keys)]
         missing = [k for k in keys if data.get(k, None) is None]
         if missing:
@@ -300,6 +299,12 @@ class ReplayBuffer:
             for key in self._per_obs:
                 out.set(("next", key), self._tails.next_rows(key, self._leaves[key], slots))
         return out
+
+
+def flat(data: TensorDictBase, key: Key, n: int) -> torch.Tensor:
+    """``data``'s ``key`` as ``n`` flat rows ``[n, ...]`` (``data``: ``n`` transitions, batched any way, env-major)."""
+    t = data.get(key)
+    return t.reshape(n, *t.shape[data.batch_dims :])
 
 
 def save_buffer(buffer: ReplayBuffer, path: str | Path, step: int) -> Path:
