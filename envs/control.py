@@ -16,6 +16,7 @@ from torchrl.envs import (
     ActionScaling,
     CatFrames,
     CatTensors,
+    Compose,
     DoubleToFloat,
     EnvBase,
     ExcludeTransform,
@@ -94,3 +95,10 @@ def batch(make_one: Callable[[int], EnvBase], num_envs: int, seed: int | None, d
     if seed is not None:
         env.set_seed(int(seed))
     return env.to(device)
+
+
+def stacked_frames(env: EnvBase) -> int:
+    """How many frames an env's observation stacks (its ``CatFrames``' ``N``); 1 when it stacks none."""
+    transform = getattr(env, "transform", None)
+    parts = list(transform) if isinstance(transform, Compose) else [transform]
+    return next((int(t.N) for t in parts if isinstance(t, CatFrames)), 1)

@@ -208,6 +208,27 @@ def test_a_frames_once_ring_on_the_gpu_holds_and_samples_what_the_cpu_one_does()
 
 
 @cuda
+def test_a_frame_per_transition_ring_on_the_gpu_samples_what_the_cpu_one_does():
+    """``frame_stack``: a ring of newest frames on the GPU, written a step at a time past a lap (a trajectory
+    cut), rebuilds the stacks and draws the batches the CPU one does."""
+    from agent.data.buffer import ReplayBuffer
+    from tests.conftest import same_batches
+    from tests.test_frames import stacked_stream
+
+    data = stacked_stream(150, 3, first=60)
+    cpu, gpu = (
+        ReplayBuffer(40, 2, 64, "episode", obs_keys=("count",), step_keys=("reward",), obs_once=True, frame_stack=3, storage_device=d)
+        for d in ("cpu", "cuda")
+    )  # fmt: skip
+    for t in range(150):
+        cpu.extend(data[t])
+        gpu.extend(data[t])
+        if t >= 10 and any(cpu._seg_len >= 2):
+            assert same_batches(cpu, gpu, seed=t)
+    assert (cpu.stored() == gpu.stored().cpu()).all() and gpu._leaves["pixels"].is_cuda
+
+
+@cuda
 @pytest.mark.parametrize("fused", [False, True])
 def test_representation_updates_never_wait_for_the_gpu(tiny_cfg, tmp_path, fused):
     """With the data on the device, sampling a batch and the update (the probe's step included) only queue

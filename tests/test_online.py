@@ -209,20 +209,27 @@ def test_resume_right_after_the_pretraining_burst_does_not_repeat_it(tmp_path):
     assert adam_steps(resumed) == adam_steps(unbroken) == {7 + 10}
 
 
-def test_an_online_pixel_run_storing_each_frame_once_ends_where_one_storing_both_does(tmp_path, monkeypatch):
-    """Pixel observations (here the counting task's) are stored once (``obs_once``: one step per write, a tail
-    kept only where an episode ends); with both frames stored, the same run: metrics, weights and buffer."""
+@pytest.mark.parametrize(
+    ("task", "stack"),
+    [(("task=counting", "aux=reward", "agent.horizon=1"), 1),
+     (("task=dmc/cartpole-swingup", "task.obs_type=pixels", "task.episode_length=40", "aux=none"), 3)],
+    ids=["counting", "dmc-pixels-stacked"],
+)  # fmt: skip
+def test_an_online_pixel_run_storing_each_frame_once_ends_where_one_storing_both_does(tmp_path, monkeypatch, task, stack):
+    """Pixel observations are stored once (``obs_once``: one step per write, a tail kept only where an episode
+    ends), and a stack of frames (DMC's 3) as its newest frame (``frame_stack``); storing both whole stacks,
+    the same run: metrics, weights and buffer."""
     import numpy as np
 
     from agent.data.buffer import ReplayBuffer
     from agent.run.online import OnlineTrainer
     from tests.conftest import metrics_rows
 
-    task = ("task=counting", "aux=reward", "agent.horizon=1", "agent.total_steps=60", "agent.seed_steps=20", "agent.eval_every=60")
+    task = (*task, "agent.total_steps=60", "agent.seed_steps=20", "agent.eval_every=60")
     once = OnlineTrainer(online_cfg(*task), tmp_path / "once")
-    assert once.buffer.obs_once
+    assert once.buffer.obs_once and once.buffer.frame_stack == stack
     once.run()
-    monkeypatch.setattr("agent.run.online.ReplayBuffer", lambda *a, **kw: ReplayBuffer(*a, **kw | {"obs_once": False}))
+    monkeypatch.setattr("agent.run.online.ReplayBuffer", lambda *a, **kw: ReplayBuffer(*a, **kw | {"obs_once": False, "frame_stack": 1}))
     both = OnlineTrainer(online_cfg(*task), tmp_path / "both")
     assert not both.buffer.obs_once
     both.run()

@@ -4,7 +4,8 @@ The representation job stores its collector's batches env-major (``traj_key`` = 
 trajectory ids); the online job stores each env step (``traj_key`` = ``episode``). Both sample
 ``batch_size`` sub-trajectories of ``horizon`` steps and train on them as time-major tensors.
 The representation job and pixel online runs store each frame once (``obs_once``): a transition's next
-observation is the next transition's observation, so only trajectory ends keep their own (``agent.data.tails``).
+observation is the next transition's observation, so only trajectory ends keep their own (``agent.data.tails``);
+frame-stacked pixel runs keep only each observation's newest frame (``frame_stack``, ``agent.data.frames``).
 The buffer is not checkpointed: both jobs rebuild it on resume by replaying their data (exact).
 :func:`load_buffer` still reads the ``buffer.pt`` files that older online runs wrote.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from agent.data.frames import check_shift, frame_slots, newest, padded, stack
 from agent.data.rows import gather, to_device
 from agent.data.tails import TailStore
 from agent.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -56,25 +58,38 @@ class ReplayBuffer:
             (the representation job's: 0.67x and ~0.7x; an online run's ~0.5x), and gives the same batches
             bit for bit. The premise is checked at the first write, and across writes at the first that goes
             on with a trajectory (a clear error, before anything is stored).
+        frame_stack: the observation (``pixels``) stacks this many frames along its first dim, newest last (torchrl's
+            ``CatFrames``); with ``obs_once``, store only each one's newest frame and stack them again when
+            sampling (:mod:`agent.data.frames`): 1/``frame_stack`` of the frames' memory, the same batches. A
+            trajectory whose first stored observation is not a reset's (its frame repeated) gives no slices
+            starting in its first ``frame_stack - 1`` transitions: the oldest, once the ring overwrote its
+            start, and one that data began mid-episode. The premise (a next observation is its observation
+            shifted by one frame) is checked with ``obs_once``'s.
     """
 
     def __init__(
         self, capacity: int, horizon: int, batch_size: int, traj_key: Key,
         obs_keys: tuple[str, ...] = (), step_keys: tuple[str, ...] = (), device: str | torch.device = "cpu",
-        storage_device: str | torch.device = "cpu", obs_once: bool = False,
+        storage_device: str | torch.device = "cpu", obs_once: bool = False, frame_stack: int = 1,
     ) -> None:  # fmt: skip
         if capacity < 1 or horizon < 1 or batch_size < 1:
             raise ValueError(f"capacity, horizon and batch_size must be >= 1, got {capacity}, {horizon}, {batch_size}")
+        if not 1 <= frame_stack <= capacity or (frame_stack > 1 and not obs_once):
+            raise ValueError(
+                f"frame_stack must be in [1, capacity={capacity}] and needs obs_once=True when above 1, "
+                f"got {frame_stack} (obs_once={obs_once})"
+            )
         self.capacity, self.horizon, self.batch_size, self.traj_key = capacity, horizon, batch_size, traj_key
         self.obs_keys, self.step_keys = obs_keys, step_keys
         self.device, self.storage_device = torch.device(device), torch.device(storage_device)
         self._store: TensorDict | None = None  # [capacity, ...], allocated at the first write
         self._leaves: dict[Key, torch.Tensor] = {}  # its tensors by key, written to and read in place
         self._obs_key = "observation"  # or "pixels", when the first write has them
-        self._offsets = torch.arange(horizon)[:, None]  # [H, 1]: a slice's steps after its first
         self.written = 0  # transitions ever stored; the next goes to slot written % capacity
-        self._seg_start = torch.zeros(0, dtype=torch.long)  # trajectories, oldest first: first write index
-        self._seg_len = torch.zeros(0, dtype=torch.long)  # and length (all in the ring)
+        self._seg_start = torch.zeros(0, dtype=torch.long)  # trajectories, oldest first: the first write index a slice starts at
+        self._seg_len = torch.zeros(0, dtype=torch.long)  # and the transitions from there (all in the ring; <= 0: none)
+        self._seg_floor = torch.zeros(0, dtype=torch.long)  # and its first stored observation (frame_stack: the frames' floor)
+        self.frame_stack = frame_stack
         self._last_key: object = None  # the newest trajectory's key (it may go on at the next write)
         self.obs_once = obs_once
         self._per_obs: list[str] = []  # the per-observation keys (stored as key and ("next", key))
@@ -103,6 +118,11 @@ class ReplayBuffer:
             self._obs_key = "pixels" if "pixels" in data.keys() else "observation"
             self._per_obs = [self._obs_key, *(k for k in self.obs_keys if k != "obs")]
             self._batch_keys(data)  # a clear error for a key it lacks
+            rows = data.get(self._obs_key).shape[data.batch_dims :]
+            if self.frame_stack > 1 and (not rows or rows[0] % self.frame_stack):
+                raise ValueError(
+                    f"frame_stack={self.frame_stack} stacks frames along the first dim of {self._obs_key!r}, whose rows are {tuple(rows)}"
+                )
         else:
             sources = self._sources(data)
         skip = max(0, n - self.capacity)  # only the newest fit: the rest would be overwritten at once
@@ -115,14 +135,15 @@ class ReplayBuffer:
                 self._check_obs_once(data, n, skip, ends)
         # this write goes on with the ring's newest trajectory: its last tail's next observation is this write's first
         carry = ends is not None and not skip and len(self._seg_len) > 0 and self._last_key == keys[0].item()
-        if carry and not self._carry_checked:
+        if carry and not self._carry_checked and self._seg_len[-1] > 0:  # (frame_stack: a transition with its frames)
             self._check_carry(data, n)
         if self._store is None:  # every check passed: nothing was allocated or written before
             self._store, self._leaves = self._allocate(data)
             sources = self._sources(data)
         if skip:
             self.written += skip
-            self._seg_start, self._seg_len, self._last_key = self._seg_start[:0], self._seg_len[:0], None
+            self._seg_start, self._seg_len, self._seg_floor = self._seg_start[:0], self._seg_len[:0], self._seg_floor[:0]
+            self._last_key = None
         slot, m = self.written % self.capacity, n - skip
         head = min(m, self.capacity - slot)
         for key, dst, src in sources:  # leaf by leaf, no op more than needed: each costs a few us (~0.1 ms a step)
@@ -137,41 +158,52 @@ class ReplayBuffer:
             if carry:
                 self._tails.pop_newest()
             self._tails.write(self.written + ends, self._tail_rows(data, n, skip, ends), slot, m)
-        self._track(keys)
+        self._track(keys, flat(data, self._obs_key, n)[skip:] if self.frame_stack > 1 else None)
         return received
 
     def _allocate(self, data: TensorDictBase) -> tuple[TensorDict, dict[Key, torch.Tensor]]:
         """The ring ``[capacity]`` for the keys batches read, as uninitialised memory (as ``torch.empty``: the
         pages fill as the ring does), and its tensors by key. ``obs_once``: without the per-obs keys' ``next``
-        (the tails' store keeps those it needs)."""
+        (the tails' store keeps those it needs); ``frame_stack``: the observation's newest frame."""
         first = data.reshape(-1)[:1].select(*self._batch_keys(data)).to(self.storage_device)
         if self.obs_once:
             first = first.exclude(*(("next", k) for k in self._per_obs))
             self._tails = TailStore(self.capacity, self.storage_device)
+        if self.frame_stack > 1:  # each observation's newest frame
+            frames = newest(first.get(self._obs_key), self.frame_stack)
+            first = first.exclude(self._obs_key).set(self._obs_key, frames)
         store = first.apply(lambda t: t.new_empty((self.capacity, *t.shape[1:])), batch_size=[self.capacity])
         return store, {k: store.get(k) for k in store.keys(include_nested=True, leaves_only=True)}
 
     def _sources(self, data: TensorDictBase) -> list[tuple[Key, torch.Tensor, torch.Tensor]]:
         """``(key, ring, data's tensor)`` per key of the ring: each found, and shaped as the ring's rows, before
-        any write (``obs_once``: the per-obs keys' ``next`` too, shaped as their key's rows)."""
+        any write (``obs_once``: the per-obs keys' ``next`` too, shaped as their key's rows; ``frame_stack``: the
+        observation's newest frame)."""
         sources = [(key, dst, data.get(key, None)) for key, dst in self._leaves.items()]
         nxt = [(("next", k), self._leaves[k], data.get(("next", k), None)) for k in self._per_obs] if self.obs_once else []
         missing = [key for key, _, src in sources + nxt if src is None]
         if missing:
             raise KeyError(f"the replay buffer stores {missing}, which the data to store lacks")
         lead = data.batch_dims
+        if self.frame_stack > 1:
+            sources, nxt = ([(key, dst, self._frames(key, src, lead)) for key, dst, src in rows] for rows in (sources, nxt))
         wrong = [f"{key} {tuple(src.shape[lead:])} (stored {tuple(dst.shape[1:])})" for key, dst, src in sources + nxt if src.shape[lead:] != dst.shape[1:]]
         wrong += [f"{key} {src.dtype} (stored {dst.dtype})" for key, dst, src in nxt if src.dtype != dst.dtype]  # one ring for both
         if wrong:
             raise ValueError(f"the data to store has other shapes (or next dtypes) than the replay buffer's rows: {', '.join(wrong)}")
         return sources
 
+    def _frames(self, key: Key, t: torch.Tensor, lead: int) -> torch.Tensor:
+        """``frame_stack``: the newest frame of the observation key's (or its next's) rows ``t`` (after ``lead``
+        batch dims); another key's ``t`` as is."""
+        return newest(t, self.frame_stack, lead) if key in (self._obs_key, ("next", self._obs_key)) else t
+
     def _tail_rows(self, data: TensorDictBase, n: int, skip: int, ends: torch.Tensor) -> dict[str, torch.Tensor]:
         """``obs_once``: each per-obs key's next observations ``[k, ...]`` at a write's trajectory ends ``ends [k]``
         (of its ``n`` transitions, the first ``skip`` not stored), on the storage device."""
         rows = {}
         for key in self._per_obs:
-            src = flat(data, ("next", key), n)[skip:]
+            src = self._frames(key, flat(data, ("next", key), n)[skip:], 1)
             rows[key] = to_device(src.index_select(0, to_device(ends, src.device)), self.storage_device)
         return rows
 
@@ -202,14 +234,16 @@ class ReplayBuffer:
                     f"obs_once stores each observation once, but in this data a transition's next {key!r} differs "
                     "from the following transition's inside one trajectory; use obs_once=False for it"
                 )
+            if key == self._obs_key and self.frame_stack > 1:
+                check_shift(obs, nxt, self.frame_stack, key)
 
     def _check_carry(self, data: TensorDictBase, n: int) -> None:
         """``obs_once``'s premise across writes, at the first write that goes on with a stored trajectory (one
         host wait, once): its first observation is the next observation stored for the previous transition."""
-        pos = self._tails.newest()
+        index = self._index(torch.tensor([self.written - 1]), self._seg_floor[-1:], 1)
         for key in self._per_obs:
             first = flat(data, key, n)[0]
-            if not torch.equal(first.to(self.storage_device), self._tails.rows[key][pos]):
+            if not torch.equal(first.to(self.storage_device), self._sequence(key, index)[1, 0]):
                 raise ValueError(
                     f"obs_once stores each observation once, but this write's first {key!r} differs from the next one "
                     "stored for the transition before it, in the same trajectory; use obs_once=False for this data"
@@ -225,9 +259,10 @@ class ReplayBuffer:
             raise KeyError(f"the replay buffer needs {missing}, which the data to store lacks")
         return list(dict.fromkeys(keys))
 
-    def _track(self, keys: torch.Tensor) -> None:
-        """Extend the trajectory bookkeeping by the ``keys [n]`` just written, then drop what was overwritten."""
-        n = keys.numel()
+    def _track(self, keys: torch.Tensor, obs: torch.Tensor | None = None) -> None:
+        """Extend the trajectory bookkeeping by the ``keys [n]`` just written (``frame_stack``: and their
+        observations ``obs [n, ...]``), then drop what was overwritten."""
+        n, k = keys.numel(), self.frame_stack
         if n == 1 and len(self._seg_len) and self._last_key == keys.item():  # the online job's common case
             self._seg_len[-1] += 1
         else:
@@ -238,50 +273,76 @@ class ReplayBuffer:
             if len(self._seg_len) and self._last_key == keys[0].item():  # the newest trajectory goes on
                 self._seg_len[-1] += lengths[0]
                 starts, lengths = starts[1:], lengths[1:]
-            self._seg_start = torch.cat([self._seg_start, starts + self.written])
-            self._seg_len = torch.cat([self._seg_len, lengths])
+            late = torch.zeros_like(starts)  # frame_stack: no slice starts before a trajectory's k-th frame unless it began at a reset
+            if k > 1 and len(starts):
+                late = (~padded(obs.index_select(0, starts.to(obs.device)), k)).long() * (k - 1)
+            self._seg_floor = torch.cat([self._seg_floor, starts + self.written])
+            self._seg_start = torch.cat([self._seg_start, starts + self.written + late])
+            self._seg_len = torch.cat([self._seg_len, lengths - late])
             self._last_key = keys[-1].item()
         self.written += n
         oldest = self.written - len(self)
-        if oldest > 0 and self._seg_start[0] < oldest:  # overwritten: whole trajectories dropped, the oldest cut
+        if oldest > 0 and self._seg_floor[0] < oldest:  # overwritten: whole trajectories dropped, the oldest cut
             keep = self._seg_start + self._seg_len > oldest
-            self._seg_start, self._seg_len = self._seg_start[keep], self._seg_len[keep]
-            cut = oldest - self._seg_start[0]
-            self._seg_start[0] += cut
-            self._seg_len[0] -= cut
+            self._seg_start, self._seg_len, self._seg_floor = (t[keep] for t in (self._seg_start, self._seg_len, self._seg_floor))
+            if self._seg_floor[0] < oldest:  # its first observations were overwritten (frame_stack: and k - 1 more lack frames)
+                end = self._seg_start[0] + self._seg_len[0]
+                self._seg_floor[0], self._seg_start[0] = oldest, oldest + k - 1
+                self._seg_len[0] = end - self._seg_start[0]
 
     def slices(self) -> torch.Tensor:
         """Storage slots ``[H, B]`` of one batch's sub-trajectories (time-major), on the storage device."""
+        return self._draw()[self.frame_stack - 1 :]
+
+    def _draw(self) -> torch.Tensor:
+        """Draw one batch's sub-trajectories: the storage slots ``[H + frame_stack - 1, B]`` of their observations'
+        frames (:meth:`_index`)."""
         h = self.horizon
         fits = self._seg_len >= h
-        start, length = self._seg_start[fits], self._seg_len[fits]
+        start, length, floor = self._seg_start[fits], self._seg_len[fits], self._seg_floor[fits]
         if not len(start):
             raise RuntimeError(f"no trajectory of at least horizon={h} transitions among the {len(self)} stored")
         pick = torch.randint(len(start), (self.batch_size,))
         first = start[pick] + (torch.rand(self.batch_size) * (length[pick] - h + 1)).long()  # [B] write indices (floored)
-        return to_device((first + self._offsets) % self.capacity, self.storage_device)
+        return self._index(first, floor[pick], h)
+
+    def _index(self, first: torch.Tensor, floor: torch.Tensor, steps: int) -> torch.Tensor:
+        """Storage slots ``[steps + frame_stack - 1, B]`` of ``steps`` transitions from write index ``first [B]``
+        (CPU), in trajectories whose first observation is stored at ``floor [B]``: the frames their observations
+        stack, the last ``steps`` rows the transitions' own (:func:`~agent.data.frames.frame_slots`)."""
+        return to_device(frame_slots(first, floor, steps, self.frame_stack, self.capacity), self.storage_device)
+
+    def _sequence(self, key: str, index: torch.Tensor) -> torch.Tensor:
+        """A per-obs key's observations ``[S + 1, B, ...]`` along sub-trajectories whose frames' slots are
+        ``index`` (:meth:`_index`): each step's, then the last step's next one, gathered in place (a cat would
+        copy it all again)."""
+        k = self.frame_stack if key == self._obs_key else 1
+        ring, idx = self._leaves[key], index[self.frame_stack - 1 :]  # idx [S, B]: the transitions' slots
+        s, rows = len(idx), ring.shape[1:]
+        out = ring.new_empty((s + 1, *idx.shape[1:], rows[0] * k, *rows[1:]) if k > 1 else (s + 1, *idx.shape[1:], *rows))
+        if not self.obs_once:  # the slice's first observation, then each step's next one
+            gather(ring, idx[:1], out=out[:1])
+            gather(self._leaves["next", key], idx, out=out[1:])
+        elif k == 1:  # each step's observation, then the last step's next one
+            gather(ring, idx, out=out[:s])
+            self._tails.next_rows(key, ring, idx[-1], out=out[s])
+        else:  # their frames, then the last step's next frame, stacked
+            frames = ring.new_empty((s + k, *idx.shape[1:], *rows))
+            gather(ring, index, out=frames[: s + k - 1])
+            self._tails.next_rows(key, ring, idx[-1], out=frames[-1])
+            stack(frames, k, out)
+        return out
 
     def sample(self) -> dict[str, torch.Tensor]:
         """A batch: ``obs [H+1, B, ...]``, ``action [H, B, A]``, the obs and step keys, on ``device``."""
         if self._store is None:
             raise RuntimeError("the replay buffer is empty")
-        leaf, idx = self._leaves, self.slices()  # idx [H, B]
-
-        def seq(key: str) -> torch.Tensor:  # [H+1, B, ...], gathered in place (a cat would copy it all again)
-            ring, h = leaf[key], len(idx)
-            out = ring.new_empty((h + 1, *idx.shape[1:], *ring.shape[1:]))
-            if self.obs_once:  # each step's observation, then the last step's next one
-                gather(ring, idx, out=out[:h])
-                self._tails.next_rows(key, ring, idx[-1], out=out[h])
-            else:  # the slice's first observation, then each step's next one
-                gather(ring, idx[:1], out=out[:1])
-                gather(leaf["next", key], idx, out=out[1:])
-            return out
-
-        batch = {"obs": seq(self._obs_key), "action": gather(leaf["action"], idx)}
+        leaf, index = self._leaves, self._draw()
+        idx = index[self.frame_stack - 1 :]  # [H, B]
+        batch = {"obs": self._sequence(self._obs_key, index), "action": gather(leaf["action"], idx)}
         for key in self.obs_keys:
             if key != "obs":
-                batch[key] = seq(key)
+                batch[key] = self._sequence(key, index)
         for key in self.step_keys:
             batch[key] = gather(leaf["next", key], idx)
         if "terminated" in batch:
@@ -289,15 +350,19 @@ class ReplayBuffer:
         return {k: to_device(v, self.device) for k, v in batch.items()}
 
     def stored(self) -> TensorDict:
-        """Every stored transition (the keys batches read), oldest first ``[len(self)]`` (a copy)."""
+        """Every stored transition (the keys batches read), oldest first ``[len(self)]`` (a copy; ``frame_stack``:
+        but for those that lack frames, the first ``frame_stack - 1`` of a trajectory that did not begin at a reset)."""
         if self._store is None:
             return TensorDict({}, batch_size=[0])
-        first = self.written % self.capacity if self.written > self.capacity else 0
-        slots = ((torch.arange(len(self)) + first) % self.capacity).to(self.storage_device)
-        out = self._store[slots]
+        lengths = self._seg_len.clamp(min=0)  # frame_stack: without the transitions that lack frames
+        seg = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        writes = self._seg_start[seg] + torch.arange(len(seg)) - (lengths.cumsum(0) - lengths)[seg]  # [n]
+        index = self._index(writes, self._seg_floor[seg], 1)  # [frame_stack, n]
+        out = self._store[index[-1]]
         if self.obs_once:
             for key in self._per_obs:
-                out.set(("next", key), self._tails.next_rows(key, self._leaves[key], slots))
+                pair = self._sequence(key, index)  # [2, n, ...]: the observations and the next ones
+                out = out.exclude(key).update({key: pair[0], ("next", key): pair[1]})
         return out
 
 

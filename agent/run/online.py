@@ -21,6 +21,7 @@ from agent.run.evaluate import batched, evaluate
 from agent.run.settings import OnlineSettings
 from agent.run.skeleton import RunSkeleton
 from envs import make_env, success_on_termination
+from envs.control import stacked_frames
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class OnlineTrainer(RunSkeleton):
             s.data.buffer_size, self.horizon, s.batch_size, "episode",
             obs_keys=self.aux_keys, step_keys=("reward", "terminated"), device=self.device, storage_device=s.data.device,
             obs_once=self.obs_key == "pixels",  # frames once (half the memory); a state's ~0.2 ms a step would buy little
+            frame_stack=stacked_frames(self.env) if self.obs_key == "pixels" else 1,  # and one frame of a stack (1/3 again)
         )  # fmt: skip
         self.signature = tdmpc_signature(c, obs_shape, action_dim)
         spec = self.env.action_spec.space
