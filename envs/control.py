@@ -98,7 +98,8 @@ def batch(make_one: Callable[[int], EnvBase], num_envs: int, seed: int | None, d
 
 
 def stacked_frames(env: EnvBase) -> int:
-    """How many frames an env's observation stacks (its ``CatFrames``' ``N``); 1 when it stacks none."""
+    """How many frames an env's observation stacks (its ``CatFrames``' ``N``); 1 when it stacks none, and for a
+    batch of envs (``SerialEnv``: its copies' transforms are not looked into; the online job runs one env)."""
     transform = getattr(env, "transform", None)
     parts = list(transform) if isinstance(transform, Compose) else [transform]
     return next((int(t.N) for t in parts if isinstance(t, CatFrames)), 1)

@@ -86,7 +86,7 @@ def test_unbatched_single_and_env_major_writes_store_the_same_ring():
     grid.extend(flat[12:])
     for buf in (single, grid):
         assert buf.written == bulk.written == 14 and (buf.stored() == bulk.stored()).all()
-        assert torch.equal(buf._seg_start, bulk._seg_start) and torch.equal(buf._seg_len, bulk._seg_len)
+        assert torch.equal(buf.segments.start, bulk.segments.start) and torch.equal(buf.segments.length, bulk.segments.length)
     assert [int(x) for x in single.stored()["observation"]] == list(range(4, 14))
 
 
@@ -157,7 +157,7 @@ def test_obs_once_stores_each_frame_once_and_gives_the_same_batches(mode, least,
         start += size
         assert plain.extend(part) == once.extend(part) == size
         assert plain.written == once.written and (plain.stored() == once.stored()).all()
-        if any(plain._seg_len >= 2):
+        if any(plain.segments.length >= 2):
             assert same_batches(plain, once, seed=k)
     assert start == 150
     tails = once.tails

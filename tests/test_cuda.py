@@ -209,8 +209,8 @@ def test_a_frames_once_ring_on_the_gpu_holds_and_samples_what_the_cpu_one_does()
 
 @cuda
 def test_a_frame_per_transition_ring_on_the_gpu_samples_what_the_cpu_one_does():
-    """``frame_stack``: a ring of newest frames on the GPU, written a step at a time past a lap (a trajectory
-    cut), rebuilds the stacks and draws the batches the CPU one does."""
+    """``frame_stack``: a ring of newest frames on the GPU, written env-major, then more than a lap at once, then
+    a step at a time past a lap (a trajectory cut), rebuilds the stacks and draws the batches the CPU one does."""
     from agent.data.buffer import ReplayBuffer
     from tests.conftest import same_batches
     from tests.test_frames import stacked_stream
@@ -220,10 +220,14 @@ def test_a_frame_per_transition_ring_on_the_gpu_samples_what_the_cpu_one_does():
         ReplayBuffer(40, 2, 64, "episode", obs_keys=("count",), step_keys=("reward",), obs_once=True, frame_stack=3, storage_device=d)
         for d in ("cpu", "cuda")
     )  # fmt: skip
-    for t in range(150):
+    for part in (data[:48].reshape(4, 12), data[48:100]):  # the newest frames of stacks: views with strides
+        cpu.extend(part)
+        gpu.extend(part)
+        assert same_batches(cpu, gpu, seed=len(part))
+    for t in range(100, 150):
         cpu.extend(data[t])
         gpu.extend(data[t])
-        if t >= 10 and any(cpu._seg_len >= 2):
+        if any(cpu.segments.length >= 2):
             assert same_batches(cpu, gpu, seed=t)
     assert (cpu.stored() == gpu.stored().cpu()).all() and gpu._leaves["pixels"].is_cuda
 

@@ -50,8 +50,8 @@ def test_workers_store_the_single_collectors_data(carry, frames, steps):
     assert len(keys) == 7  # action, pixels, obs_reward, count and the next step's three
     for key in keys:
         assert torch.equal(a[key], b[key]), key
-    assert torch.equal(one._seg_start, many._seg_start) and torch.equal(one._seg_len, many._seg_len)
-    assert len(one._seg_len) > 10  # many episodes ended and began inside the collects
+    assert torch.equal(one.segments.start, many.segments.start) and torch.equal(one.segments.length, many.segments.length)
+    assert len(one.segments.length) > 10  # many episodes ended and began inside the collects
     if steps > 1:  # (one-step collects store each env's steps apart: no slice of 2 steps)
         torch.manual_seed(0)
         x = one.sample()

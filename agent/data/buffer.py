@@ -20,6 +20,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from agent.data.frames import check_shift, frame_slots, newest, padded, stack
 from agent.data.rows import gather, to_device
+from agent.data.segments import Segments
 from agent.data.tails import TailStore
 from agent.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -36,9 +37,10 @@ class ReplayBuffer:
     uniformly (with replacement), then a start inside each uniformly: the distribution of torchrl's
     ``SliceSampler(strict_length=True)``, which this buffer replaced (that one recomputed the trajectory
     boundaries over the whole storage after every write: ~4 ms per online step at 1M transitions).
-    Here the boundaries are kept as the data comes (a few small tensors on the CPU), the draws use torch's
-    global generator on the CPU, and the storage and the gathers stay on ``storage_device`` (the slice
-    indices are copied there through pinned memory: the host never waits for a GPU, see :func:`to_device`).
+    Here the boundaries are kept as the data comes (:class:`~agent.data.segments.Segments`, on the CPU), the
+    draws use torch's global generator on the CPU, and the storage and the gathers stay on ``storage_device``
+    (the slice indices are copied there through pinned memory: the host never waits for a GPU, see
+    :func:`to_device`; but with ``frame_stack``, data on a GPU costs one wait per trajectory it begins).
 
     Args:
         capacity: transitions kept (a ring: the oldest is overwritten).
@@ -86,11 +88,8 @@ class ReplayBuffer:
         self._leaves: dict[Key, torch.Tensor] = {}  # its tensors by key, written to and read in place
         self._obs_key = "observation"  # or "pixels", when the first write has them
         self.written = 0  # transitions ever stored; the next goes to slot written % capacity
-        self._seg_start = torch.zeros(0, dtype=torch.long)  # trajectories, oldest first: the first write index a slice starts at
-        self._seg_len = torch.zeros(0, dtype=torch.long)  # and the transitions from there (all in the ring; <= 0: none)
-        self._seg_floor = torch.zeros(0, dtype=torch.long)  # and its first stored observation (frame_stack: the frames' floor)
         self.frame_stack = frame_stack
-        self._last_key: object = None  # the newest trajectory's key (it may go on at the next write)
+        self.segments = Segments(frame_stack)  # the trajectories in the ring
         self.obs_once = obs_once
         self._per_obs: list[str] = []  # the per-observation keys (stored as key and ("next", key))
         self._tails: TailStore | None = None  # obs_once: the next observations of trajectory ends
@@ -134,16 +133,15 @@ class ReplayBuffer:
             if self._store is None:
                 self._check_obs_once(data, n, skip, ends)
         # this write goes on with the ring's newest trajectory: its last tail's next observation is this write's first
-        carry = ends is not None and not skip and len(self._seg_len) > 0 and self._last_key == keys[0].item()
-        if carry and not self._carry_checked and self._seg_len[-1] > 0:  # (frame_stack: a transition with its frames)
+        carry = ends is not None and not skip and self.segments.goes_on(keys[0].item())
+        if carry and not self._carry_checked and self.segments.length[-1] > 0:  # (frame_stack: a transition with its frames)
             self._check_carry(data, n)
         if self._store is None:  # every check passed: nothing was allocated or written before
             self._store, self._leaves = self._allocate(data)
             sources = self._sources(data)
         if skip:
             self.written += skip
-            self._seg_start, self._seg_len, self._seg_floor = self._seg_start[:0], self._seg_len[:0], self._seg_floor[:0]
-            self._last_key = None
+            self.segments.clear()
         slot, m = self.written % self.capacity, n - skip
         head = min(m, self.capacity - slot)
         for key, dst, src in sources:  # leaf by leaf, no op more than needed: each costs a few us (~0.1 ms a step)
@@ -240,7 +238,7 @@ class ReplayBuffer:
     def _check_carry(self, data: TensorDictBase, n: int) -> None:
         """``obs_once``'s premise across writes, at the first write that goes on with a stored trajectory (one
         host wait, once): its first observation is the next observation stored for the previous transition."""
-        index = self._index(torch.tensor([self.written - 1]), self._seg_floor[-1:], 1)
+        index = self._index(torch.tensor([self.written - 1]), self.segments.floor[-1:], 1)
         for key in self._per_obs:
             first = flat(data, key, n)[0]
             if not torch.equal(first.to(self.storage_device), self._sequence(key, index)[1, 0]):
@@ -260,35 +258,14 @@ class ReplayBuffer:
         return list(dict.fromkeys(keys))
 
     def _track(self, keys: torch.Tensor, obs: torch.Tensor | None = None) -> None:
-        """Extend the trajectory bookkeeping by the ``keys [n]`` just written (``frame_stack``: and their
-        observations ``obs [n, ...]``), then drop what was overwritten."""
-        n, k = keys.numel(), self.frame_stack
-        if n == 1 and len(self._seg_len) and self._last_key == keys.item():  # the online job's common case
-            self._seg_len[-1] += 1
-        else:
-            change = torch.ones(n, dtype=torch.bool)
-            change[1:] = keys[1:] != keys[:-1]
-            starts = change.nonzero().squeeze(1)
-            lengths = torch.diff(starts, append=torch.tensor([n]))
-            if len(self._seg_len) and self._last_key == keys[0].item():  # the newest trajectory goes on
-                self._seg_len[-1] += lengths[0]
-                starts, lengths = starts[1:], lengths[1:]
-            late = torch.zeros_like(starts)  # frame_stack: no slice starts before a trajectory's k-th frame unless it began at a reset
-            if k > 1 and len(starts):
-                late = (~padded(obs.index_select(0, starts.to(obs.device)), k)).long() * (k - 1)
-            self._seg_floor = torch.cat([self._seg_floor, starts + self.written])
-            self._seg_start = torch.cat([self._seg_start, starts + self.written + late])
-            self._seg_len = torch.cat([self._seg_len, lengths - late])
-            self._last_key = keys[-1].item()
-        self.written += n
-        oldest = self.written - len(self)
-        if oldest > 0 and self._seg_floor[0] < oldest:  # overwritten: whole trajectories dropped, the oldest cut
-            keep = self._seg_start + self._seg_len > oldest
-            self._seg_start, self._seg_len, self._seg_floor = (t[keep] for t in (self._seg_start, self._seg_len, self._seg_floor))
-            if self._seg_floor[0] < oldest:  # its first observations were overwritten (frame_stack: and k - 1 more lack frames)
-                end = self._seg_start[0] + self._seg_len[0]
-                self._seg_floor[0], self._seg_start[0] = oldest, oldest + k - 1
-                self._seg_len[0] = end - self._seg_start[0]
+        """Extend the trajectories by the ``keys [n]`` just written (``frame_stack``: and their observations
+        ``obs [n, ...]``), then drop what was overwritten."""
+        def reset(starts: torch.Tensor) -> torch.Tensor:  # frame_stack: which new trajectories begin with a reset's stack
+            return padded(obs.index_select(0, to_device(starts, obs.device)), self.frame_stack)  # (data on a GPU: one wait)
+
+        self.segments.add(keys, self.written, reset)
+        self.written += keys.numel()
+        self.segments.drop(self.written - len(self))
 
     def slices(self) -> torch.Tensor:
         """Storage slots ``[H, B]`` of one batch's sub-trajectories (time-major), on the storage device."""
@@ -297,14 +274,8 @@ class ReplayBuffer:
     def _draw(self) -> torch.Tensor:
         """Draw one batch's sub-trajectories: the storage slots ``[H + frame_stack - 1, B]`` of their observations'
         frames (:meth:`_index`)."""
-        h = self.horizon
-        fits = self._seg_len >= h
-        start, length, floor = self._seg_start[fits], self._seg_len[fits], self._seg_floor[fits]
-        if not len(start):
-            raise RuntimeError(f"no trajectory of at least horizon={h} transitions among the {len(self)} stored")
-        pick = torch.randint(len(start), (self.batch_size,))
-        first = start[pick] + (torch.rand(self.batch_size) * (length[pick] - h + 1)).long()  # [B] write indices (floored)
-        return self._index(first, floor[pick], h)
+        first, floor = self.segments.draw(self.horizon, self.batch_size)
+        return self._index(first, floor, self.horizon)
 
     def _index(self, first: torch.Tensor, floor: torch.Tensor, steps: int) -> torch.Tensor:
         """Storage slots ``[steps + frame_stack - 1, B]`` of ``steps`` transitions from write index ``first [B]``
@@ -350,14 +321,12 @@ class ReplayBuffer:
         return {k: to_device(v, self.device) for k, v in batch.items()}
 
     def stored(self) -> TensorDict:
-        """Every stored transition (the keys batches read), oldest first ``[len(self)]`` (a copy; ``frame_stack``:
-        but for those that lack frames, the first ``frame_stack - 1`` of a trajectory that did not begin at a reset)."""
+        """Every stored transition (the keys batches read), oldest first ``[n]`` (a copy): ``n = len(self)``, but
+        with ``frame_stack`` those whose stacks lack frames are left out (the first ``frame_stack - 1`` of a
+        trajectory whose first stored observation is not a reset's)."""
         if self._store is None:
             return TensorDict({}, batch_size=[0])
-        lengths = self._seg_len.clamp(min=0)  # frame_stack: without the transitions that lack frames
-        seg = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-        writes = self._seg_start[seg] + torch.arange(len(seg)) - (lengths.cumsum(0) - lengths)[seg]  # [n]
-        index = self._index(writes, self._seg_floor[seg], 1)  # [frame_stack, n]
+        index = self._index(*self.segments.writes(), 1)  # [frame_stack, n]: without the transitions that lack frames
         out = self._store[index[-1]]
         if self.obs_once:
             for key in self._per_obs:
@@ -375,7 +344,10 @@ def flat(data: TensorDictBase, key: Key, n: int) -> torch.Tensor:
 def save_buffer(buffer: ReplayBuffer, path: str | Path, step: int) -> Path:
     """Write the stored transitions of ``buffer`` to the file ``path`` (atomically), oldest first: the format
     of the ``buffer.pt`` files older online runs wrote beside their checkpoints (``step`` is the agent step
-    of the matching checkpoint). Refilling an empty buffer with them gives the same contents."""
+    of the matching checkpoint). Refilling an empty buffer with them gives the same contents. Not for a
+    ``frame_stack`` buffer: a refill would begin mid-episode, whose first stacks lack frames."""
+    if buffer.frame_stack > 1:
+        raise ValueError("save_buffer writes the format of older runs, which never stored frame stacks (a resume replays the run)")
     n = len(buffer)
     data = buffer.stored().cpu().to_dict() if n else {}
     return save_checkpoint(path, {"step": int(step), "transitions": n, "data": data})

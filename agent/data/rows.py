@@ -62,7 +62,10 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` on ``device``. A CPU tensor bound for a GPU is copied from pinned memory without blocking: a copy
     from pageable memory first waits for everything the GPU has queued (CUDA synchronises the stream), so the
     host could not queue the next update while the device works. (Torch's pinned-memory cache keeps the
-    block until its copy has run.)"""
+    block until its copy has run.) A non-contiguous ``t`` (e.g. the newest frame of stacks) is gathered into
+    pinned memory in one copy: pinning it as it is would keep its strides, for a transfer that is no longer one
+    block."""
     if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
+        pinned = t.pin_memory() if t.is_contiguous() else torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t)
+        return pinned.to(device, non_blocking=True)
     return t.to(device)
