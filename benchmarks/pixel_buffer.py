@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import time
 
 import torch
+from replay_buffer import alternate, online_ms  # (this script's folder)
 from tensordict import TensorDict
 
 from agent.data.buffer import ReplayBuffer
@@ -69,16 +69,6 @@ def build(size: int, kw: dict, steps: int) -> tuple[ReplayBuffer, list[TensorDic
     return buf, [stream.next() for _ in range(steps)], resident_mib() - before
 
 
-def step_ms(buf: ReplayBuffer, steps: list[TensorDict], iters: int) -> float:
-    """ms per online step: store one transition, then sample a batch."""
-    start = time.perf_counter()
-    for step in steps[:iters]:
-        buf.extend(step)
-        buf.sample()
-    del steps[:iters]
-    return (time.perf_counter() - start) / iters * 1e3
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=20_000, help="the ring's transitions")
@@ -89,14 +79,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, cpu, {torch.get_num_threads()} threads; ring of {args.size:,} steps of {STACK}x{FRAME}")
     built = {}
     for name, kw in ROWS.items():  # filled one after another, each kept: the resident memory grows by each ring's pages
-        buf, steps, mib = built[name] = build(args.size, kw, 5 + args.iters * args.rounds)
+        buf, steps, mib = built[name] = build(args.size, kw, args.iters * (args.rounds + 1))
         print(f"{name:>14}: the ring added {mib:7.0f} MiB resident (tails {buf.tails:,})", flush=True)
-    got = {name: 0.0 for name in built}
-    for buf, steps, _ in built.values():  # warm-up
-        step_ms(buf, steps, 5)
-    for _ in range(args.rounds):
-        for name, (buf, steps, _) in built.items():
-            got[name] += step_ms(buf, steps, args.iters) / args.rounds
+    got = alternate({name: (lambda b=b: online_ms(b[0], b[1], args.iters)) for name, b in built.items()}, args.rounds)
     base = got["both stacks"]
     for name, ms in got.items():
         print(f"{name:>14}: store 1 + sample {ms:7.2f} ms ({base / ms:.2f}x both stacks)")

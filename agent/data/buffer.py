@@ -120,7 +120,8 @@ class ReplayBuffer:
             rows = data.get(self._obs_key).shape[data.batch_dims :]
             if self.frame_stack > 1 and (not rows or rows[0] % self.frame_stack):
                 raise ValueError(
-                    f"frame_stack={self.frame_stack} stacks frames along the first dim of {self._obs_key!r}, whose rows are {tuple(rows)}"
+                    f"frame_stack={self.frame_stack} stacks frames along the first dim of {self._obs_key!r}, "
+                    f"whose rows are {tuple(rows)}"
                 )
         else:
             sources = self._sources(data)
@@ -183,8 +184,9 @@ class ReplayBuffer:
         if missing:
             raise KeyError(f"the replay buffer stores {missing}, which the data to store lacks")
         lead = data.batch_dims
-        if self.frame_stack > 1:
-            sources, nxt = ([(key, dst, self._frames(key, src, lead)) for key, dst, src in rows] for rows in (sources, nxt))
+        if self.frame_stack > 1:  # the observation's newest frame
+            sources = [(key, dst, self._frames(key, src, lead)) for key, dst, src in sources]
+            nxt = [(key, dst, self._frames(key, src, lead)) for key, dst, src in nxt]
         wrong = [f"{key} {tuple(src.shape[lead:])} (stored {tuple(dst.shape[1:])})" for key, dst, src in sources + nxt if src.shape[lead:] != dst.shape[1:]]
         wrong += [f"{key} {src.dtype} (stored {dst.dtype})" for key, dst, src in nxt if src.dtype != dst.dtype]  # one ring for both
         if wrong:
